@@ -1,0 +1,121 @@
+//! The `skygate` command line.
+//!
+//! Exit codes: 0 success; 1 failure; 2 `buffer fsck` found problems; 78 (`EX_CONFIG`)
+//! invalid configuration.
+
+mod buffer_cmd;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+pub use buffer_cmd::run as run_buffer;
+
+/// Default data directory when neither `--data-dir` nor the config names one.
+pub const DEFAULT_DATA_DIR: &str = "./skygate-data";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "skygate",
+    version,
+    about = "Skygate edge gateway agent: instruments in, durable buffer, Kafka and buckets out"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent. Without --config it runs the embedded demo: simulated instruments,
+    /// local buffer, local bucket directory, no outside service.
+    Run {
+        /// Main config file; drop-ins are read from conf.d/*.toml beside it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Data directory (buffer in DIR/buffer, default bucket in DIR/bucket).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormat,
+    },
+    /// Validate a config file (and its conf.d drop-ins). Exit 0 when valid, 78 when not,
+    /// with FILE:LINE:COL: message on stderr.
+    CheckConfig { file: PathBuf },
+    /// Inspect and repair the buffer.
+    Buffer {
+        #[command(subcommand)]
+        command: BufferCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DirArgs {
+    /// Data directory of the agent (the buffer is DIR/buffer).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Find the data directory from this config instead.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SelectArgs {
+    #[arg(long)]
+    pub stream: Option<String>,
+    #[arg(long)]
+    pub from_seq: Option<u64>,
+    #[arg(long)]
+    pub to_seq: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BufferCommand {
+    /// Sizes, seqs, per-stream and per-sink backlog, gaps, status.
+    Stats {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List records.
+    Inspect {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[command(flatten)]
+        select: SelectArgs,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write records as NDJSON (documented schema), blobs inline as base64.
+    Export {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[command(flatten)]
+        select: SelectArgs,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Mark records pending again for a sink, so it sends them once more. The agent must
+    /// be stopped.
+    Replay {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[command(flatten)]
+        select: SelectArgs,
+        #[arg(long)]
+        sink: String,
+    },
+    /// Check integrity, seq bookkeeping, spool files and quarantined databases.
+    Fsck {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,162 @@
+//! Configuration: a main TOML file plus sorted `conf.d/*.toml` drop-ins.
+//!
+//! Two stages. [`raw`] holds serde structs exactly as written (`deny_unknown_fields`,
+//! every value that can be wrong kept with its span); [`settings::validate`] is a pure
+//! function from those to [`Settings`], which the rest of the agent trusts. Every error
+//! names file, line and column ([`ConfigError`] displays as `FILE:LINE:COL: message`).
+//!
+//! Merging drop-ins: files are read in order (main file, then `conf.d/*.toml` sorted by
+//! name). Scalar settings in `[gateway]` and `[buffer]` are overridden by later files;
+//! a driver or sink defined again under the same name is replaced whole by the later file;
+//! `[[routes]]` accumulate.
+//!
+//! Driver and sink tables are dispatched on their `kind` by hand rather than through a
+//! serde-tagged enum: tagged enums buffer their content and lose the spans that make
+//! errors point at the right line.
+
+pub mod raw;
+pub mod settings;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use settings::{
+    BucketSinkSettings, BufferSettings, DriverKind, DriverSettings, Durability, GatewaySettings,
+    RouteSettings, Settings, SinkCommon, SinkKind, SinkSettings,
+};
+
+/// Exit code for a configuration that is not valid (`EX_CONFIG` from sysexits.h). The
+/// systemd unit lists it in `RestartPreventExitStatus`.
+pub const EXIT_CONFIG: i32 = 78;
+
+/// The config the agent runs on when given none: the embedded demo.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/default.toml");
+pub const EMBEDDED_DEFAULT_NAME: &str = "<embedded default.toml>";
+
+/// A configuration error with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One config file's text, kept so spans can be turned into line and column.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl SourceFile {
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..self.text.floor_char_boundary(offset)];
+        let line = before.matches('\n').count() + 1;
+        let col = before
+            .rsplit_once('\n')
+            .map_or(before, |(_, rest)| rest)
+            .chars()
+            .count()
+            + 1;
+        (line, col)
+    }
+
+    pub fn error_at(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = span.map_or((1, 1), |s| self.line_col(s.start));
+        ConfigError {
+            file: self.path.clone(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads the main file and its drop-ins, and validates them into [`Settings`].
+pub fn load(main: &Path) -> Result<Settings, ConfigError> {
+    let mut files = Vec::new();
+    let text = std::fs::read_to_string(main).map_err(|e| ConfigError {
+        file: main.to_path_buf(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read config file: {e}"),
+    })?;
+    files.push(SourceFile {
+        path: main.to_path_buf(),
+        text,
+    });
+    for path in drop_ins(main)? {
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            file: path.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read drop-in: {e}"),
+        })?;
+        files.push(SourceFile { path, text });
+    }
+    load_sources(files)
+}
+
+/// The embedded default (no file on disk).
+pub fn load_embedded_default() -> Result<Settings, ConfigError> {
+    load_sources(vec![SourceFile {
+        path: PathBuf::from(EMBEDDED_DEFAULT_NAME),
+        text: EMBEDDED_DEFAULT.to_string(),
+    }])
+}
+
+/// Parses and validates already-read sources, in merge order.
+pub fn load_sources(files: Vec<SourceFile>) -> Result<Settings, ConfigError> {
+    let mut merged = raw::Merged::default();
+    for (idx, file) in files.iter().enumerate() {
+        let parsed = raw::parse_file(file)?;
+        merged.merge(idx, parsed);
+    }
+    settings::validate(merged, &files)
+}
+
+/// `conf.d/*.toml` beside the main file, sorted by file name.
+fn drop_ins(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let dir = main.parent().unwrap_or(Path::new(".")).join("conf.d");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ConfigError {
+                file: dir,
+                line: 0,
+                column: 0,
+                message: format!("cannot list drop-in directory: {e}"),
+            });
+        }
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,525 @@
+//! Configuration exactly as written, one file at a time, with spans.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::{ConfigError, SourceFile};
+
+/// A value and where it was written: which file (index in merge order) and which bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<T> {
+    pub file: usize,
+    pub span: Range<usize>,
+    pub value: T,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopRaw {
+    pub gateway: Option<GatewayRaw>,
+    pub buffer: Option<BufferRaw>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteRaw>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayRaw {
+    pub id: Option<Spanned<Name>>,
+    pub site: Option<String>,
+    pub data_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferRaw {
+    pub durability: Option<DurabilityRaw>,
+    pub max_bytes: Option<ByteSize>,
+    pub min_free_disk: Option<ByteSize>,
+    pub commit_max_records: Option<Spanned<u32>>,
+    pub commit_max_delay: Option<HumanDuration>,
+    pub blob_spool_threshold: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityRaw {
+    Power,
+    Process,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRaw {
+    /// Stream names or globs (`*` any run of characters, `?` one character).
+    pub streams: Vec<Spanned<String>>,
+    pub sinks: Vec<Spanned<String>>,
+}
+
+/// Keys every driver takes, whatever its kind.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverCommonRaw {
+    pub stream: Option<Name>,
+    pub priority: Option<Priority>,
+    pub enabled: Option<bool>,
+}
+
+/// Keys every sink takes, whatever its kind.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkCommonRaw {
+    pub enabled: Option<bool>,
+    pub backfill_share: Option<Spanned<f64>>,
+    pub backoff_initial: Option<HumanDuration>,
+    pub backoff_max: Option<HumanDuration>,
+    pub batch_max_records: Option<Spanned<u32>>,
+    pub batch_max_bytes: Option<ByteSize>,
+    pub batch_max_age: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketSinkRaw {
+    /// `file:///absolute/dir`; cloud URLs come with the cloud backends.
+    pub url: Option<Spanned<String>>,
+    /// A directory, relative to the data directory unless absolute.
+    pub dir: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub compression_level: Option<Spanned<i32>>,
+}
+
+/// A driver's kind-specific settings, already validated by the driver crate (which is
+/// done while the file's spans are at hand, so errors point at the offending key).
+#[derive(Debug, Clone)]
+pub enum DriverKindRaw {
+    Sim(Box<skygate_drivers::sim::SimConfig>),
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkKindRaw {
+    Bucket(BucketSinkRaw),
+}
+
+#[derive(Debug, Clone)]
+pub struct DriverRaw {
+    pub common: DriverCommonRaw,
+    pub kind: DriverKindRaw,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkRaw {
+    pub common: SinkCommonRaw,
+    pub kind: SinkKindRaw,
+}
+
+/// One parsed file.
+#[derive(Debug, Default)]
+pub struct ParsedFile {
+    pub top: TopRaw,
+    pub drivers: Vec<(Spanned<String>, DriverRaw)>,
+    pub sinks: Vec<(Spanned<String>, SinkRaw)>,
+}
+
+/// All files, merged per the rules in the module doc.
+#[derive(Debug, Default)]
+pub struct Merged {
+    pub gateway_id: Option<Located<Name>>,
+    pub site: Option<String>,
+    pub data_dir: Option<String>,
+    pub buffer: BufferMerged,
+    pub drivers: BTreeMap<String, Located<DriverRaw>>,
+    pub sinks: BTreeMap<String, Located<SinkRaw>>,
+    pub routes: Vec<Located<RouteRaw>>,
+}
+
+#[derive(Debug, Default)]
+pub struct BufferMerged {
+    pub durability: Option<DurabilityRaw>,
+    pub max_bytes: Option<ByteSize>,
+    pub min_free_disk: Option<ByteSize>,
+    pub commit_max_records: Option<Located<u32>>,
+    pub commit_max_delay: Option<HumanDuration>,
+    pub blob_spool_threshold: Option<ByteSize>,
+}
+
+impl Merged {
+    pub fn merge(&mut self, file: usize, parsed: ParsedFile) {
+        let ParsedFile {
+            top,
+            drivers,
+            sinks,
+        } = parsed;
+        if let Some(g) = top.gateway {
+            if let Some(id) = g.id {
+                self.gateway_id = Some(located(file, id));
+            }
+            self.site = g.site.or(self.site.take());
+            self.data_dir = g.data_dir.or(self.data_dir.take());
+        }
+        if let Some(b) = top.buffer {
+            let m = &mut self.buffer;
+            m.durability = b.durability.or(m.durability);
+            m.max_bytes = b.max_bytes.or(m.max_bytes);
+            m.min_free_disk = b.min_free_disk.or(m.min_free_disk);
+            if let Some(v) = b.commit_max_records {
+                m.commit_max_records = Some(located(file, v));
+            }
+            m.commit_max_delay = b.commit_max_delay.or(m.commit_max_delay);
+            m.blob_spool_threshold = b.blob_spool_threshold.or(m.blob_spool_threshold);
+        }
+        for (name, d) in drivers {
+            let l = located(file, name);
+            self.drivers.insert(
+                l.value.clone(),
+                Located {
+                    file,
+                    span: l.span,
+                    value: d,
+                },
+            );
+        }
+        for (name, s) in sinks {
+            let l = located(file, name);
+            self.sinks.insert(
+                l.value.clone(),
+                Located {
+                    file,
+                    span: l.span,
+                    value: s,
+                },
+            );
+        }
+        self.routes
+            .extend(top.routes.into_iter().map(|r| located(file, r)));
+    }
+}
+
+fn located<T>(file: usize, s: Spanned<T>) -> Located<T> {
+    Located {
+        file,
+        span: s.span(),
+        value: s.into_inner(),
+    }
+}
+
+/// Parses one file's text into its raw parts.
+pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
+    let de_err = |e: toml::de::Error| file.error_at(e.span(), e.message().to_string());
+    let mut root = DeTable::parse(&file.text).map_err(de_err)?;
+    let drivers = root.get_mut().remove("drivers");
+    let sinks = root.get_mut().remove("sinks");
+    let top = TopRaw::deserialize(toml::de::Deserializer::from(root)).map_err(de_err)?;
+
+    let mut parsed = ParsedFile {
+        top,
+        ..ParsedFile::default()
+    };
+    for (name, table) in named_tables(file, drivers, "drivers")? {
+        let (kind, common, rest) = split_kind::<DriverCommonRaw>(file, &name, table, "driver")?;
+        let kind = match kind.get_ref().as_str() {
+            "sim" => {
+                let at = rest.clone();
+                let raw: skygate_drivers::sim::SimConfigRaw =
+                    Deserialize::deserialize(toml::de::ValueDeserializer::from(rest))
+                        .map_err(de_err)?;
+                let cfg = raw.validate().map_err(|e| {
+                    file.error_at(
+                        Some(span_of_path(&at, &e.path)),
+                        format!("driver {}: {}: {}", name.get_ref(), e.path, e.message),
+                    )
+                })?;
+                DriverKindRaw::Sim(Box::new(cfg))
+            }
+            other => {
+                return Err(file.error_at(
+                    Some(kind.span()),
+                    format!(
+                        "driver {}: unknown kind {other:?}; known kinds: sim",
+                        name.get_ref()
+                    ),
+                ));
+            }
+        };
+        parsed.drivers.push((name, DriverRaw { common, kind }));
+    }
+    for (name, table) in named_tables(file, sinks, "sinks")? {
+        let (kind, common, rest) = split_kind::<SinkCommonRaw>(file, &name, table, "sink")?;
+        let kind = match kind.get_ref().as_str() {
+            "bucket" => SinkKindRaw::Bucket(
+                Deserialize::deserialize(toml::de::ValueDeserializer::from(rest))
+                    .map_err(de_err)?,
+            ),
+            other => {
+                return Err(file.error_at(
+                    Some(kind.span()),
+                    format!(
+                        "sink {}: unknown kind {other:?}; known kinds: bucket",
+                        name.get_ref()
+                    ),
+                ));
+            }
+        };
+        parsed.sinks.push((name, SinkRaw { common, kind }));
+    }
+    Ok(parsed)
+}
+
+/// The sub-tables of `[drivers]` or `[sinks]`, by name, in file order.
+fn named_tables<'i>(
+    file: &SourceFile,
+    section: Option<Spanned<DeValue<'i>>>,
+    what: &str,
+) -> Result<Vec<(Spanned<String>, Spanned<DeValue<'i>>)>, ConfigError> {
+    let Some(section) = section else {
+        return Ok(Vec::new());
+    };
+    let span = section.span();
+    let DeValue::Table(table) = section.into_inner() else {
+        return Err(file.error_at(
+            Some(span),
+            format!("`{what}` must be a table of named {what}"),
+        ));
+    };
+    let mut out = Vec::new();
+    for (name, value) in table {
+        let name_span = name.span();
+        let name_str = name.into_inner().into_owned();
+        if !value.get_ref().is_table() {
+            return Err(file.error_at(
+                Some(value.span()),
+                format!("{what}.{name_str} must be a table"),
+            ));
+        }
+        validate_name(&name_str).map_err(|m| {
+            file.error_at(Some(name_span.clone()), format!("{what}.{name_str}: {m}"))
+        })?;
+        out.push((Spanned::new(name_span, name_str), value));
+    }
+    out.sort_by_key(|(n, _)| n.span().start);
+    Ok(out)
+}
+
+/// Splits a driver or sink table into its `kind`, the keys common to all kinds, and the
+/// rest (the kind's own keys), keeping every span.
+fn split_kind<'i, C: serde::de::DeserializeOwned>(
+    file: &SourceFile,
+    name: &Spanned<String>,
+    table: Spanned<DeValue<'i>>,
+    what: &str,
+) -> Result<(Spanned<String>, C, Spanned<DeValue<'i>>), ConfigError>
+where
+    C: Default,
+{
+    let span = table.span();
+    let DeValue::Table(mut t) = table.into_inner() else {
+        return Err(file.error_at(
+            Some(span),
+            format!("{what} {} must be a table", name.get_ref()),
+        ));
+    };
+    let kind = match t.remove("kind") {
+        Some(k) => {
+            let ks = k.span();
+            match k.into_inner() {
+                DeValue::String(s) => Spanned::new(ks, s.into_owned()),
+                _ => {
+                    return Err(file.error_at(
+                        Some(ks),
+                        format!("{what} {}: `kind` must be a string", name.get_ref()),
+                    ));
+                }
+            }
+        }
+        None => {
+            return Err(file.error_at(
+                Some(name.span()),
+                format!("{what} {}: missing `kind`", name.get_ref()),
+            ));
+        }
+    };
+    let common_keys: &[&str] = if what == "driver" {
+        &["stream", "priority", "enabled"]
+    } else {
+        &[
+            "enabled",
+            "backfill_share",
+            "backoff_initial",
+            "backoff_max",
+            "batch_max_records",
+            "batch_max_bytes",
+            "batch_max_age",
+        ]
+    };
+    let mut common_table = DeTable::new();
+    for key in common_keys {
+        if let Some((k, v)) = t.remove_entry(*key) {
+            common_table.insert(k, v);
+        }
+    }
+    let common = C::deserialize(toml::de::ValueDeserializer::from(Spanned::new(
+        span.clone(),
+        DeValue::Table(common_table),
+    )))
+    .map_err(|e| {
+        file.error_at(
+            e.span(),
+            format!("{what} {}: {}", name.get_ref(), e.message()),
+        )
+    })?;
+    Ok((kind, common, Spanned::new(span, DeValue::Table(t))))
+}
+
+/// The span of a dotted path (`channels.t.rate_hz`) inside a table, or of the deepest part
+/// of it that exists.
+fn span_of_path(v: &Spanned<DeValue<'_>>, path: &str) -> Range<usize> {
+    let mut cur = v;
+    for part in path.split('.') {
+        match cur.get_ref().as_table().and_then(|t| t.get(part)) {
+            Some(next) => cur = next,
+            None => break,
+        }
+    }
+    cur.span()
+}
+
+/// Names of gateways, drivers, sinks and streams end up in object keys, topics and file
+/// names: keep them to a portable alphabet.
+pub fn validate_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 128 {
+        return Err(format!("name {s:?} must be 1 to 128 characters"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "name {s:?} contains {c:?}; use letters, digits, '-', '_' and '.'"
+        ));
+    }
+    if s.starts_with('.') {
+        return Err(format!("name {s:?} must not start with '.'"));
+    }
+    Ok(())
+}
+
+/// A validated name (see [`validate_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(pub String);
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        validate_name(&s).map_err(serde::de::Error::custom)?;
+        Ok(Name(s))
+    }
+}
+
+/// Priority 0 (lowest, evicted first) to 9 (highest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Priority(pub u8);
+
+impl<'de> Deserialize<'de> for Priority {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        u8::try_from(v)
+            .ok()
+            .filter(|p| *p <= 9)
+            .map(Priority)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "priority must be 0 (lowest) to 9 (highest), got {v}"
+                ))
+            })
+    }
+}
+
+/// A size in bytes: an integer, or a string such as `"64MiB"`, `"1.5GB"`, `"512KiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<u64, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?} (write e.g. \"64MiB\", \"1GB\")"))?;
+        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" => 1e3,
+            "m" | "mb" => 1e6,
+            "g" | "gb" => 1e9,
+            "t" | "tb" => 1e12,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            "tib" => 1024.0f64.powi(4),
+            other => {
+                return Err(format!(
+                    "invalid size unit {other:?} in {s:?} (use B, KB, MB, GB, KiB, MiB, GiB)"
+                ));
+            }
+        };
+        let v = n * mult;
+        if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+            return Err(format!("size {s:?} is out of range"));
+        }
+        Ok(v as u64)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a size: an integer number of bytes or a string such as \"64MiB\"",
+            )
+        })? {
+            Raw::Int(i) => u64::try_from(i)
+                .map(ByteSize)
+                .map_err(|_| serde::de::Error::custom("a size cannot be negative")),
+            Raw::Str(s) => ByteSize::parse(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration written as a string: `"10ms"`, `"5s"`, `"2m"`, `"1h 30m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?}: {e} (write e.g. \"500ms\", \"10s\", \"5m\")"
+                ))
+            })
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}

@@ -1,0 +1,436 @@
+//! Validated settings: what the agent runs on. Built only by [`validate`], a pure function.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use skygate_drivers::sim::SimConfig;
+
+use super::raw::{BucketSinkRaw, DriverKindRaw, DurabilityRaw, Located, Merged, SinkKindRaw};
+use super::{ConfigError, SourceFile};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub gateway: GatewaySettings,
+    pub buffer: BufferSettings,
+    pub drivers: BTreeMap<String, DriverSettings>,
+    pub sinks: BTreeMap<String, SinkSettings>,
+    pub routes: Vec<RouteSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySettings {
+    /// Stable gateway id: the idempotency key every sink carries is `(id, seq)`.
+    pub id: String,
+    pub site: Option<String>,
+    /// From the config; the `--data-dir` flag overrides it.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// How much a commit survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: a committed record survives a power cut.
+    Power,
+    /// `synchronous=NORMAL`: a committed record survives the process being killed.
+    Process,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferSettings {
+    pub durability: Durability,
+    /// Cap on stored record bytes (rows and spooled blobs).
+    pub max_bytes: u64,
+    /// Evict when the filesystem's free space (plus reusable database pages) drops below.
+    pub min_free_disk: u64,
+    /// Largest group commit, in records.
+    pub commit_max_records: u32,
+    /// How long the writer may wait to fill a group once it has work. Zero: commit as soon
+    /// as the queue is empty (the natural group is what arrived during the last commit).
+    pub commit_max_delay: Duration,
+    /// Blob payloads larger than this are stored as spool files, not in the database.
+    pub blob_spool_threshold: u64,
+}
+
+impl Default for BufferSettings {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Power,
+            max_bytes: 1024 * 1024 * 1024,
+            min_free_disk: 256 * 1024 * 1024,
+            commit_max_records: 8192,
+            commit_max_delay: Duration::ZERO,
+            blob_spool_threshold: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverKind {
+    Sim(SimConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriverSettings {
+    pub name: String,
+    pub stream: String,
+    pub priority: u8,
+    pub kind: DriverKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkCommon {
+    /// Share of the link given to backfill while live data waits, 0.0 to 1.0.
+    pub backfill_share: f64,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub batch_max_records: u32,
+    pub batch_max_bytes: u64,
+    /// In the live lane, wait up to this long for a fuller batch.
+    pub batch_max_age: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketSinkSettings {
+    /// A directory: absolute, or relative to the data directory (resolved at start).
+    pub dir: PathBuf,
+    pub prefix: String,
+    pub compression_level: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkKind {
+    Bucket(BucketSinkSettings),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSettings {
+    pub name: String,
+    pub common: SinkCommon,
+    pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSettings {
+    pub streams: Vec<String>,
+    pub sinks: Vec<String>,
+}
+
+impl Settings {
+    /// Sinks a stream is routed to, in name order.
+    pub fn sinks_for_stream(&self, stream: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|r| r.streams.iter().any(|p| glob_match(p, stream)))
+            .flat_map(|r| r.sinks.iter().map(String::as_str))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// Most sinks a gateway may have: each owns one bit of a record's pending mask.
+pub const MAX_SINKS: usize = 62;
+
+/// Pure validation of merged raw config into settings.
+pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError> {
+    let at = |file: usize, span: &std::ops::Range<usize>, msg: String| {
+        files[file].error_at(Some(span.clone()), msg)
+    };
+    let last_file = files.len().saturating_sub(1);
+
+    let gateway = GatewaySettings {
+        id: m
+            .gateway_id
+            .map(|l| l.value.0)
+            .unwrap_or_else(default_gateway_id),
+        site: m.site,
+        data_dir: m.data_dir.map(PathBuf::from),
+    };
+
+    let d = BufferSettings::default();
+    let b = m.buffer;
+    let buffer = BufferSettings {
+        durability: match b.durability {
+            Some(DurabilityRaw::Process) => Durability::Process,
+            Some(DurabilityRaw::Power) | None => Durability::Power,
+        },
+        max_bytes: b.max_bytes.map_or(d.max_bytes, |v| v.0),
+        min_free_disk: b.min_free_disk.map_or(d.min_free_disk, |v| v.0),
+        commit_max_records: match b.commit_max_records {
+            Some(Located { value, file, span }) => {
+                if !(1..=100_000).contains(&value) {
+                    return Err(at(
+                        file,
+                        &span,
+                        format!("buffer.commit_max_records must be 1 to 100000, got {value}"),
+                    ));
+                }
+                value
+            }
+            None => d.commit_max_records,
+        },
+        commit_max_delay: b.commit_max_delay.map_or(d.commit_max_delay, |v| v.0),
+        blob_spool_threshold: b
+            .blob_spool_threshold
+            .map_or(d.blob_spool_threshold, |v| v.0),
+    };
+    if buffer.max_bytes < 1024 * 1024 {
+        return Err(files[last_file].error_at(None, "buffer.max_bytes must be at least 1MiB"));
+    }
+    if buffer.commit_max_delay > Duration::from_secs(1) {
+        return Err(files[last_file].error_at(None, "buffer.commit_max_delay must be at most 1s"));
+    }
+
+    let mut drivers = BTreeMap::new();
+    for (name, l) in m.drivers {
+        let c = &l.value.common;
+        if c.enabled == Some(false) {
+            continue;
+        }
+        let kind = match &l.value.kind {
+            DriverKindRaw::Sim(cfg) => DriverKind::Sim((**cfg).clone()),
+        };
+        drivers.insert(
+            name.clone(),
+            DriverSettings {
+                stream: c.stream.clone().map_or_else(|| name.clone(), |n| n.0),
+                priority: c.priority.map_or(5, |p| p.0),
+                name,
+                kind,
+            },
+        );
+    }
+
+    let mut sinks = BTreeMap::new();
+    for (name, l) in &m.sinks {
+        let c = &l.value.common;
+        if c.enabled == Some(false) {
+            continue;
+        }
+        let share = match &c.backfill_share {
+            Some(s) => {
+                let v = *s.get_ref();
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(at(
+                        l.file,
+                        &s.span(),
+                        format!("sink {name}: backfill_share must be between 0.0 and 1.0, got {v}"),
+                    ));
+                }
+                v
+            }
+            None => 0.5,
+        };
+        let backoff_initial = c
+            .backoff_initial
+            .map_or(Duration::from_millis(500), |v| v.0);
+        let backoff_max = c.backoff_max.map_or(Duration::from_secs(60), |v| v.0);
+        if backoff_initial.is_zero() || backoff_max < backoff_initial {
+            return Err(at(
+                l.file,
+                &l.span,
+                format!("sink {name}: need 0 < backoff_initial <= backoff_max"),
+            ));
+        }
+        let batch_max_records = match &c.batch_max_records {
+            Some(v) if !(1..=100_000).contains(v.get_ref()) => {
+                return Err(at(
+                    l.file,
+                    &v.span(),
+                    format!("sink {name}: batch_max_records must be 1 to 100000"),
+                ));
+            }
+            Some(v) => *v.get_ref(),
+            None => 5000,
+        };
+        let common = SinkCommon {
+            backfill_share: share,
+            backoff_initial,
+            backoff_max,
+            batch_max_records,
+            batch_max_bytes: c.batch_max_bytes.map_or(8 * 1024 * 1024, |v| v.0),
+            batch_max_age: c.batch_max_age.map_or(Duration::from_secs(5), |v| v.0),
+        };
+        let kind = match &l.value.kind {
+            SinkKindRaw::Bucket(b) => SinkKind::Bucket(bucket(name, b, l.file, files)?),
+        };
+        sinks.insert(
+            name.clone(),
+            SinkSettings {
+                name: name.clone(),
+                common,
+                kind,
+            },
+        );
+    }
+    if sinks.len() > MAX_SINKS {
+        return Err(files[last_file].error_at(
+            None,
+            format!(
+                "at most {MAX_SINKS} sinks are supported, found {}",
+                sinks.len()
+            ),
+        ));
+    }
+
+    let mut routes = Vec::new();
+    for r in m.routes {
+        let mut route = RouteSettings {
+            streams: Vec::new(),
+            sinks: Vec::new(),
+        };
+        if r.value.streams.is_empty() || r.value.sinks.is_empty() {
+            return Err(at(
+                r.file,
+                &r.span,
+                "a route needs at least one stream and one sink".into(),
+            ));
+        }
+        for s in r.value.streams {
+            let pattern = s.get_ref();
+            let literal: String = pattern
+                .chars()
+                .filter(|c| !matches!(c, '*' | '?'))
+                .collect();
+            if !literal.is_empty() {
+                super::raw::validate_name(&literal)
+                    .map_err(|e| at(r.file, &s.span(), format!("route stream pattern: {e}")))?;
+            }
+            route.streams.push(s.into_inner());
+        }
+        for s in r.value.sinks {
+            if !sinks.contains_key(s.get_ref()) {
+                let known: Vec<&str> = sinks.keys().map(String::as_str).collect();
+                let msg = if m.sinks.contains_key(s.get_ref()) {
+                    format!("route refers to sink {:?}, which is disabled", s.get_ref())
+                } else {
+                    format!(
+                        "route refers to unknown sink {:?}; defined sinks: {}",
+                        s.get_ref(),
+                        known.join(", ")
+                    )
+                };
+                return Err(at(r.file, &s.span(), msg));
+            }
+            route.sinks.push(s.into_inner());
+        }
+        routes.push(route);
+    }
+
+    Ok(Settings {
+        gateway,
+        buffer,
+        drivers,
+        sinks,
+        routes,
+    })
+}
+
+fn bucket(
+    name: &str,
+    b: &BucketSinkRaw,
+    file: usize,
+    files: &[SourceFile],
+) -> Result<BucketSinkSettings, ConfigError> {
+    let f = &files[file];
+    let dir = match (&b.url, &b.dir) {
+        (Some(_), Some(d)) => {
+            return Err(f.error_at(
+                Some(d.span()),
+                format!("sink {name}: give either `url` or `dir`, not both"),
+            ));
+        }
+        (Some(u), None) => match u.get_ref().strip_prefix("file://") {
+            Some(path) if path.starts_with('/') => PathBuf::from(path),
+            _ => {
+                return Err(f.error_at(
+                    Some(u.span()),
+                    format!("sink {name}: unsupported bucket url {:?}; this build supports file:///absolute/path", u.get_ref()),
+                ));
+            }
+        },
+        (None, Some(d)) => PathBuf::from(d.get_ref()),
+        (None, None) => PathBuf::from("bucket"),
+    };
+    let prefix = b
+        .prefix
+        .as_ref()
+        .map_or_else(|| "skygate".to_string(), |p| p.get_ref().clone());
+    if prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
+        let span = b.prefix.as_ref().map(|p| p.span());
+        return Err(f.error_at(
+            span,
+            format!(
+                "sink {name}: prefix {prefix:?} must not start or end with '/' or contain '//'"
+            ),
+        ));
+    }
+    let compression_level = match &b.compression_level {
+        Some(l) if !(1..=19).contains(l.get_ref()) => {
+            return Err(f.error_at(
+                Some(l.span()),
+                format!("sink {name}: compression_level must be 1 to 19"),
+            ));
+        }
+        Some(l) => *l.get_ref(),
+        None => 3,
+    };
+    Ok(BucketSinkSettings {
+        dir,
+        prefix,
+        compression_level,
+    })
+}
+
+/// The gateway id when the config gives none: from the machine id, else the host name.
+fn default_gateway_id() -> String {
+    use skygate_bsp::Board;
+    let id = skygate_bsp::GenericLinux::default().identity();
+    match id.machine_id {
+        Some(m) => format!("gw-{}", &m[..m.len().min(12)]),
+        None => "gw-unknown".into(),
+    }
+}
+
+/// Glob match with `*` (any run, possibly empty) and `?` (one character).
+pub fn glob_match(pattern: &str, s: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = s.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_prefixes_suffixes_and_single_characters() {
+        assert!(glob_match("*", "weather"));
+        assert!(glob_match("weather*", "weather.mast2"));
+        assert!(glob_match("*.frames", "allsky.frames"));
+        assert!(glob_match("gps?", "gps1"));
+        assert!(!glob_match("gps?", "gps"));
+        assert!(!glob_match("weather", "weather2"));
+    }
+}

@@ -1,0 +1,24 @@
+//! Skygate: the edge gateway agent.
+//!
+//! ```text
+//! instrument -> driver task -> Reading -> [bounded channel] -> ingest (stream, priority)
+//!   -> buffer (group commit, seq) -> per-sink delivery (live first, backfill) -> ack
+//! ```
+//!
+//! - [`config`]: TOML + drop-ins -> validated [`config::Settings`].
+//! - [`model`]: [`model::Record`] and the NDJSON schema.
+//! - [`buffer`]: the durable store-and-forward log and its invariants.
+//! - [`pipeline`]: wiring and orderly shutdown.
+//! - [`sinks`]: delivery loop and sink kinds.
+//! - [`cli`]: the `skygate` command line.
+
+#![forbid(unsafe_code)]
+
+pub mod buffer;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod model;
+pub mod pipeline;
+pub mod sinks;
+pub mod util;

@@ -1,0 +1,104 @@
+//! The `skygate` binary. `anyhow` lives only here; every layer below has its own errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use skygate_agent::cli::{self, Cli, Command};
+use skygate_agent::config::{self, EXIT_CONFIG};
+use skygate_agent::logging;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match config::load(&file) {
+            Ok(s) => {
+                println!(
+                    "{}: ok ({} drivers, {} sinks, {} routes)",
+                    file.display(),
+                    s.drivers.len(),
+                    s.sinks.len(),
+                    s.routes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG as u8)
+            }
+        },
+        Command::Buffer { command } => match cli::run_buffer(command) {
+            Ok(code) => ExitCode::from(code as u8),
+            Err(e) => {
+                eprintln!("skygate buffer: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            config: config_path,
+            data_dir,
+            log_format,
+        } => {
+            logging::init(log_format);
+            let settings = match &config_path {
+                Some(p) => config::load(p),
+                None => config::load_embedded_default(),
+            };
+            let settings = match settings {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    tracing::error!(error = %e, "invalid configuration");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
+            let data_dir = data_dir
+                .or_else(|| settings.gateway.data_dir.clone())
+                .unwrap_or_else(|| PathBuf::from(cli::DEFAULT_DATA_DIR));
+            match run(settings, data_dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "skygate failed");
+                    eprintln!("skygate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn run(settings: config::Settings, data_dir: PathBuf) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("skygate")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let stop = CancellationToken::new();
+        let running = skygate_agent::pipeline::start(settings, &data_dir, stop.clone())
+            .await
+            .with_context(|| format!("cannot start on data directory {}", data_dir.display()))?;
+        wait_for_signal().await;
+        running.stop().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}

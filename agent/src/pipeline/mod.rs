@@ -1,0 +1,268 @@
+//! The running agent: drivers -> bounded channel -> ingest -> buffer -> delivery per sink.
+//!
+//! Shutdown order (on the stop token): stop the drivers; ingest drains the channel and
+//! ends when the last driver's sender is gone; wait until the buffer has committed what
+//! was accepted; stop the sinks under a deadline (an in-flight batch that does not finish
+//! stays pending for the next start); close the buffer (final commit, WAL checkpoint).
+//! Every stage is bounded in time, so a stuck peer cannot keep the agent from stopping.
+
+mod ingest;
+mod supervisor;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use skygate_bsp::{Board, GenericLinux};
+use skygate_drivers::sim::SimDriver;
+use skygate_drivers::{Clock, Driver, DriverContext, ReadingSender, SystemClock};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::buffer::{Buffer, BufferError, BufferGuard, BufferOptions, buffer_dir};
+use crate::config::{DriverKind, Settings};
+use crate::sinks::{self, delivery::SinkStatus};
+
+pub use ingest::IngestCounters;
+
+/// Readings waiting between the drivers and ingest.
+pub const READING_QUEUE: usize = 8192;
+/// Readings ingest takes per append.
+pub const INGEST_BATCH: usize = 2048;
+const DRIVER_STOP: Duration = Duration::from_secs(5);
+const INGEST_DRAIN: Duration = Duration::from_secs(10);
+const SINK_STOP: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    #[error(transparent)]
+    Sink(#[from] sinks::SinkBuildError),
+    #[error("start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Where a driver's readings go: resolved once at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub stream: Arc<str>,
+    pub priority: u8,
+    pub sinks: u64,
+}
+
+/// A started agent: handles for observers (tests, the benchmark, the control API).
+#[derive(Debug)]
+pub struct Running {
+    pub buffer: Buffer,
+    pub sinks: HashMap<String, watch::Receiver<SinkStatus>>,
+    pub ingest: Arc<IngestCounters>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the agent in order and waits for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the buffer and starts drivers, ingest and sinks. `stop` cancelled starts an
+/// orderly shutdown; [`Running::stop`] does the same and waits.
+pub async fn start(
+    settings: Settings,
+    data_dir: &Path,
+    stop: CancellationToken,
+) -> Result<Running, AgentError> {
+    start_with(
+        settings,
+        data_dir,
+        stop,
+        Arc::new(GenericLinux::default()),
+        Arc::new(SystemClock::default()),
+    )
+    .await
+}
+
+/// [`start`] with the board and clock injected (tests).
+pub async fn start_with(
+    settings: Settings,
+    data_dir: &Path,
+    stop: CancellationToken,
+    board: Arc<dyn Board>,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, AgentError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| AgentError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let opts = BufferOptions {
+        dir: buffer_dir(data_dir),
+        settings: settings.buffer.clone(),
+        gateway_id: settings.gateway.id.clone(),
+        sinks: settings.sinks.keys().cloned().collect(),
+        routes: settings
+            .routes
+            .iter()
+            .map(|r| (r.streams.clone(), r.sinks.clone()))
+            .collect(),
+    };
+    let b = board.clone();
+    let (buffer, guard) = tokio::task::spawn_blocking(move || Buffer::open(opts, b)).await??;
+    if let Some(q) = &guard.report.quarantined {
+        tracing::error!(dir = %q.dir.display(), reason = %q.reason, salvaged = q.salvaged_records, "started on a fresh buffer after quarantine");
+    }
+
+    // Routes per driver, resolved once.
+    let mut routes = HashMap::new();
+    for d in settings.drivers.values() {
+        let sinks = settings.sinks_for_stream(&d.stream);
+        let mask = buffer.mask_for(sinks.iter().copied());
+        if mask == 0 {
+            tracing::warn!(driver = %d.name, stream = %d.stream, "stream is routed to no sink: its readings are dropped (add a [[routes]] entry)");
+        }
+        routes.insert(
+            d.name.clone(),
+            Route {
+                stream: Arc::from(d.stream.as_str()),
+                priority: d.priority,
+                sinks: mask,
+            },
+        );
+    }
+
+    let drivers_stop = CancellationToken::new();
+    let sinks_stop = CancellationToken::new();
+    let drivers = TaskTracker::new();
+    let sink_tasks = TaskTracker::new();
+
+    let (tx, rx) = mpsc::channel(READING_QUEUE);
+    for d in settings.drivers.values() {
+        let driver: Box<dyn Driver> = match &d.kind {
+            DriverKind::Sim(cfg) => Box::new(SimDriver::new(&d.name, cfg)),
+        };
+        let ctx = DriverContext {
+            out: ReadingSender::new(tx.clone()),
+            cancel: drivers_stop.clone(),
+            clock: clock.clone(),
+        };
+        let name = d.name.clone();
+        drivers.spawn(async move {
+            match driver.run(ctx).await {
+                Ok(()) => tracing::debug!(driver = %name, "driver stopped"),
+                Err(e) => tracing::error!(driver = %name, error = %e, "driver failed"),
+            }
+        });
+        tracing::info!(driver = %d.name, stream = %d.stream, "driver started");
+    }
+    // Only drivers hold senders now: ingest ends when the last driver stops.
+    drop(tx);
+    drivers.close();
+
+    let counters = Arc::new(IngestCounters::default());
+    let ingest = tokio::spawn(ingest::run(rx, buffer.clone(), routes, counters.clone()));
+
+    let mut sink_status = HashMap::new();
+    for s in settings.sinks.values() {
+        let sink = sinks::build(s, &settings.gateway.id, data_dir)?;
+        let id = buffer
+            .sink_id(&s.name)
+            .ok_or_else(|| BufferError::UnknownSink(s.name.clone()))?;
+        let rx = sinks::delivery::spawn(
+            &sink_tasks,
+            s.name.clone(),
+            sink,
+            id,
+            buffer.clone(),
+            s.common.clone(),
+            sinks_stop.clone(),
+        );
+        sink_status.insert(s.name.clone(), rx);
+    }
+    sink_tasks.close();
+
+    let supervisor = supervisor::spawn(buffer.clone(), counters.clone(), stop.clone());
+    skygate_bsp::systemd::notify_ready();
+    tracing::info!(
+        gateway = %settings.gateway.id,
+        data_dir = %data_dir.display(),
+        drivers = settings.drivers.len(),
+        sinks = settings.sinks.len(),
+        "skygate running"
+    );
+
+    let b = buffer.clone();
+    let stop_token = stop.clone();
+    let task = tokio::spawn(async move {
+        stop_token.cancelled().await;
+        shutdown(Shutdown {
+            drivers_stop,
+            drivers,
+            ingest,
+            buffer: b,
+            sinks_stop,
+            sink_tasks,
+            guard,
+            supervisor,
+        })
+        .await;
+    });
+    Ok(Running {
+        buffer,
+        sinks: sink_status,
+        ingest: counters,
+        stop,
+        task,
+    })
+}
+
+struct Shutdown {
+    drivers_stop: CancellationToken,
+    drivers: TaskTracker,
+    ingest: tokio::task::JoinHandle<()>,
+    buffer: Buffer,
+    sinks_stop: CancellationToken,
+    sink_tasks: TaskTracker,
+    guard: BufferGuard,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+async fn shutdown(s: Shutdown) {
+    skygate_bsp::systemd::notify_stopping();
+    tracing::info!("stopping: drivers first");
+    s.drivers_stop.cancel();
+    if tokio::time::timeout(DRIVER_STOP, s.drivers.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drivers did not stop within {DRIVER_STOP:?}; going on");
+    }
+    if tokio::time::timeout(INGEST_DRAIN, s.ingest).await.is_err() {
+        tracing::warn!("ingest did not drain within {INGEST_DRAIN:?}");
+    }
+    if let Err(e) = s.buffer.sync().await {
+        tracing::error!(error = %e, "final commit failed");
+    }
+    tracing::info!("accepted readings committed; stopping sinks");
+    s.sinks_stop.cancel();
+    if tokio::time::timeout(SINK_STOP, s.sink_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "sinks did not stop within {SINK_STOP:?}; unacknowledged records stay for the next start"
+        );
+    }
+    s.supervisor.abort();
+    s.guard.close().await;
+    tracing::info!("stopped");
+}

@@ -1,0 +1,124 @@
+//! The gateway's clock as drivers see it: the time now and how far it can be trusted.
+//!
+//! Invariant: a wall-clock step (the wall clock moving by more than [`STEP_THRESHOLD`]
+//! against the monotonic clock between two looks) marks readings `step_detected` for
+//! [`STEP_HOLD`] afterwards, so consumers know ordering by `ts` around it is unsafe.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::reading::{TimeQuality, Timestamp};
+
+/// Wall-clock jumps larger than this between two looks count as a step.
+pub const STEP_THRESHOLD: Duration = Duration::from_millis(500);
+/// How long readings stay flagged after a step.
+pub const STEP_HOLD: Duration = Duration::from_secs(60);
+
+/// Where drivers get the time. Behind a trait so tests can inject steps and sync states.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> (Timestamp, TimeQuality);
+}
+
+/// The system clock, with step detection and the synchronisation state systemd-timesyncd
+/// (or chrony with its timesync hook) advertises.
+#[derive(Debug)]
+pub struct SystemClock {
+    synced_flag: PathBuf,
+    state: Mutex<StepState>,
+}
+
+#[derive(Debug)]
+struct StepState {
+    last_wall: SystemTime,
+    last_mono: Instant,
+    step_seen_at: Option<Instant>,
+    synced: bool,
+    synced_checked: Instant,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new("/run/systemd/timesync/synchronized")
+    }
+}
+
+impl SystemClock {
+    pub fn new(synced_flag: impl Into<PathBuf>) -> Self {
+        let synced_flag = synced_flag.into();
+        let synced = synced_flag.exists();
+        Self {
+            synced_flag,
+            state: Mutex::new(StepState {
+                last_wall: SystemTime::now(),
+                last_mono: Instant::now(),
+                step_seen_at: None,
+                synced,
+                synced_checked: Instant::now(),
+            }),
+        }
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> (Timestamp, TimeQuality) {
+        let wall = SystemTime::now();
+        let mono = Instant::now();
+        // The lock is held for a few comparisons only; poisoned means a panic elsewhere,
+        // and the state is still sound (plain values), so keep using it.
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mono_delta = mono.duration_since(st.last_mono);
+        let drift = match wall.duration_since(st.last_wall) {
+            Ok(w) => w.abs_diff(mono_delta),
+            Err(back) => back.duration() + mono_delta,
+        };
+        if drift > STEP_THRESHOLD {
+            st.step_seen_at = Some(mono);
+            tracing::warn!(
+                drift_ms = drift.as_millis() as u64,
+                "wall-clock step detected"
+            );
+        }
+        st.last_wall = wall;
+        st.last_mono = mono;
+        if mono.duration_since(st.synced_checked) > Duration::from_secs(10) {
+            st.synced = self.synced_flag.exists();
+            st.synced_checked = mono;
+        }
+        let quality = match st.step_seen_at {
+            Some(at) if mono.duration_since(at) < STEP_HOLD => TimeQuality::StepDetected,
+            _ if st.synced => TimeQuality::Ntp,
+            _ => TimeQuality::Unsynced,
+        };
+        (Timestamp::from_system_time(wall), quality)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_reports_ntp_when_the_sync_flag_exists_and_unsynced_when_not() {
+        let dir = std::env::temp_dir().join(format!("skygate-clock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let flag = dir.join("synchronized");
+        let _ = std::fs::remove_file(&flag);
+        assert_eq!(SystemClock::new(&flag).now().1, TimeQuality::Unsynced);
+        std::fs::write(&flag, b"").expect("flag");
+        assert_eq!(SystemClock::new(&flag).now().1, TimeQuality::Ntp);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_wall_clock_jump_against_the_monotonic_clock_is_flagged_as_a_step() {
+        let clock = SystemClock::new("/nonexistent/flag");
+        {
+            let mut st = clock.state.lock().expect("lock");
+            st.last_wall = SystemTime::now() - Duration::from_secs(3600);
+        }
+        assert_eq!(clock.now().1, TimeQuality::StepDetected);
+        // It stays flagged for the hold time, not just one reading.
+        assert_eq!(clock.now().1, TimeQuality::StepDetected);
+    }
+}

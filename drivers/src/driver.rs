@@ -1,0 +1,60 @@
+//! The contract between a driver and the agent.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::reading::Reading;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Why a driver stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("driver {driver}: invalid configuration: {message}")]
+    Config { driver: String, message: String },
+    #[error("driver {driver}: {message}")]
+    Fatal { driver: String, message: String },
+}
+
+/// The agent side of the channel closed: the agent is shutting down.
+#[derive(Debug, thiserror::Error)]
+#[error("the agent stopped accepting readings")]
+pub struct SendError;
+
+/// Where a driver puts its readings. Bounded: `send` waits for room, which is how a busy
+/// agent slows its drivers down instead of queueing without limit.
+#[derive(Debug, Clone)]
+pub struct ReadingSender {
+    tx: mpsc::Sender<Reading>,
+}
+
+impl ReadingSender {
+    pub fn new(tx: mpsc::Sender<Reading>) -> Self {
+        Self { tx }
+    }
+
+    pub async fn send(&self, reading: Reading) -> Result<(), SendError> {
+        self.tx.send(reading).await.map_err(|_| SendError)
+    }
+}
+
+/// What a running driver gets from the agent.
+#[derive(Debug, Clone)]
+pub struct DriverContext {
+    pub out: ReadingSender,
+    /// Cancelled when the agent stops its sources; a driver returns promptly after.
+    pub cancel: CancellationToken,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A configured instrument driver. `run` owns the connection and its loop until cancelled.
+pub trait Driver: Send + std::fmt::Debug + 'static {
+    /// The driver instance's name (its key in the config); readings carry it as `source`.
+    fn name(&self) -> &str;
+    fn run(self: Box<Self>, ctx: DriverContext) -> BoxFuture<Result<(), DriverError>>;
+}

@@ -1,0 +1,22 @@
+//! What instruments say, and the drivers that read them.
+//!
+//! A driver owns its connection and its loop. It turns what the instrument says into
+//! [`Reading`]s and hands them to the agent through a bounded [`ReadingSender`], awaiting
+//! room when the agent is busy: it never queues on its own and never blocks the async
+//! runtime (serial, file and other blocking I/O goes to `spawn_blocking` or a thread).
+//!
+//! This crate knows nothing of the agent: streams, priorities, the buffer and the sinks are
+//! the agent's business. Each driver kind lives in its own module (`sim/`, and in later
+//! work `modbus/`, `serial/`, `mqtt/`, `camera/`, `files/`, `http/`), with a `config.rs`
+//! holding its raw, `deny_unknown_fields` configuration and a pure validation step.
+
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod driver;
+pub mod reading;
+pub mod sim;
+
+pub use clock::{Clock, SystemClock};
+pub use driver::{BoxFuture, Driver, DriverContext, DriverError, ReadingSender, SendError};
+pub use reading::{Blob, Quality, Reading, TimeQuality, Timestamp, Value};
