@@ -1,1 +1,267 @@
-//! placeholder
+//! Harness for end-to-end tests and benchmarks: runs the real `skygate` binary, reads
+//! what it wrote to a bucket directory, and waits on conditions with deadlines.
+//!
+//! Tests that need root (tmpfs mounts) fail with a clear message when they cannot run,
+//! unless `SKYGATE_SKIP_ROOT_TESTS=1` says to skip them on purpose.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `skygate` binary built next to the test executable (or `SKYGATE_BIN`).
+pub fn skygate_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SKYGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/skygate
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("skygate");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p skygate-agent --bin skygate) or set SKYGATE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `skygate ARGS` to completion.
+pub fn skygate(args: &[&str]) -> Output {
+    Command::new(skygate_bin())
+        .args(args)
+        .output()
+        .expect("run skygate")
+}
+
+/// A running agent process.
+#[derive(Debug)]
+pub struct Agent {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// `skygate run --config CONFIG --data-dir DATA`, logging (JSON) to `DATA/../agent-N.log`.
+    pub fn start(config: &Path, data_dir: &Path) -> Agent {
+        let n = std::fs::read_dir(data_dir.parent().expect("parent"))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        let log = data_dir.with_file_name(format!("agent-{n}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(skygate_bin())
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn skygate");
+        Agent { child, log }
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "agent did not stop within 30s of SIGTERM; log: {}",
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Polls `cond` every 100 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `skygate buffer stats --json`, or `None` while it cannot answer yet (no database, or
+/// one still being created). For polling only; [`stats`] fails on any error.
+pub fn try_stats(data_dir: &Path) -> Option<serde_json::Value> {
+    let out = Command::new(skygate_bin())
+        .args(["buffer", "stats", "--json", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The last seq issued, 0 before the buffer exists.
+pub fn last_seq(data_dir: &Path) -> u64 {
+    try_stats(data_dir)
+        .and_then(|s| s["last_seq"].as_u64())
+        .unwrap_or(0)
+}
+
+/// `skygate buffer stats --json`.
+pub fn stats(data_dir: &Path) -> serde_json::Value {
+    let out = Command::new(skygate_bin())
+        .args(["buffer", "stats", "--json", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("stats");
+    assert!(
+        out.status.success(),
+        "stats failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stats json")
+}
+
+/// Records pending for a sink, from `buffer stats`.
+pub fn pending(data_dir: &Path, sink: &str) -> u64 {
+    try_stats(data_dir)
+        .map(|s| s["sinks"].clone())
+        .unwrap_or_default()
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["sink"] == sink))
+        .and_then(|x| x["pending_records"].as_u64())
+        .unwrap_or(0)
+}
+
+/// What a bucket directory holds, decoded.
+#[derive(Debug, Default)]
+pub struct BucketContents {
+    /// Every record line, in the order read (objects sorted by key).
+    pub records: Vec<serde_json::Value>,
+    pub gaps: Vec<serde_json::Value>,
+    pub objects: usize,
+    pub blob_objects: usize,
+}
+
+impl BucketContents {
+    /// How many times each seq arrived.
+    pub fn seq_counts(&self) -> BTreeMap<u64, u32> {
+        let mut m = BTreeMap::new();
+        for r in &self.records {
+            *m.entry(r["seq"].as_u64().expect("seq")).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+/// Reads every object under `dir`: `.ndjson.zst` record objects, `_gaps/*.ndjson` markers,
+/// blob objects (counted). Temp files of interrupted writes (`#` in the name) are skipped.
+pub fn read_bucket(dir: &Path) -> BucketContents {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut out = BucketContents::default();
+    for f in files {
+        let name = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if name.contains('#') {
+            continue;
+        }
+        out.objects += 1;
+        if name.ends_with(".ndjson.zst") {
+            let raw = std::fs::read(&f).expect("read object");
+            let text = zstd::decode_all(&raw[..])
+                .unwrap_or_else(|e| panic!("{}: not zstd: {e}", f.display()));
+            for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                out.records.push(
+                    serde_json::from_slice(line)
+                        .unwrap_or_else(|e| panic!("{}: bad line: {e}", f.display())),
+                );
+            }
+        } else if name.ends_with(".ndjson") && f.parent().is_some_and(|p| p.ends_with("_gaps")) {
+            let text = std::fs::read(&f).expect("read gap");
+            for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                out.gaps
+                    .push(serde_json::from_slice(line).expect("gap json"));
+            }
+        } else {
+            out.blob_objects += 1;
+        }
+    }
+    out
+}
+
+/// Fails loudly when a root-only test cannot run, unless skipping was asked for.
+pub fn require_root(test: &str) -> bool {
+    if rustix_is_root() {
+        return true;
+    }
+    if std::env::var("SKYGATE_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+        eprintln!("{test}: skipped (not root, SKYGATE_SKIP_ROOT_TESTS=1)");
+        return false;
+    }
+    panic!(
+        "{test} needs root (tmpfs mounts); run as root or set SKYGATE_SKIP_ROOT_TESTS=1 to skip it knowingly"
+    );
+}
+
+fn rustix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// A config for tests: simulated instruments at `rate_hz` per channel into a bucket.
+pub fn sim_config(gateway: &str, channels: u32, rate_hz: u32, extra: &str) -> String {
+    let mut s = format!(
+        "[gateway]\nid = \"{gateway}\"\n\n[buffer]\ndurability = \"power\"\nmax_bytes = \"1GiB\"\nmin_free_disk = \"1MiB\"\n\n\
+         [drivers.wx]\nkind = \"sim\"\nstream = \"weather\"\npriority = 5\ntick = \"5ms\"\n"
+    );
+    for c in 0..channels {
+        s.push_str(&format!(
+            "[drivers.wx.channels.c{c}]\nsignal = \"counter\"\nrate_hz = {rate_hz}\n"
+        ));
+    }
+    s.push_str(extra);
+    s
+}

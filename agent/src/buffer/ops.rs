@@ -448,16 +448,19 @@ pub fn fsck(dir: &Path) -> Result<FsckReport, BufferError> {
     // Spool files and the records that point at them.
     let spool = dir.join(SPOOL_DIR);
     let mut referenced = std::collections::BTreeSet::new();
-    if let Ok(mut stmt) = conn.prepare("SELECT seq, blob FROM records WHERE blob IS NOT NULL") {
-        if let Ok(rows) = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-        {
-            for (seq, name) in rows.flatten() {
+    let refs: rusqlite::Result<Vec<(i64, String)>> = conn
+        .prepare("SELECT seq, blob FROM records WHERE blob IS NOT NULL")
+        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect());
+    match refs {
+        Ok(refs) => {
+            for (seq, name) in refs {
                 if !spool.join(&name).exists() {
                     problems.push(format!("record {seq}: spool file {name} is missing"));
                 }
                 referenced.insert(name);
             }
         }
+        Err(e) => problems.push(format!("cannot list spooled blobs: {e}")),
     }
     if let Ok(rd) = std::fs::read_dir(&spool) {
         for e in rd.flatten() {

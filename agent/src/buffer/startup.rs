@@ -385,31 +385,34 @@ fn salvage(
             }
         }
     }
-    if let Ok(mut stmt) = old.prepare("SELECT stream, first_seq, last_seq, count, first_ts, last_ts, reason, recorded_at FROM gaps") {
-        if let Ok(rows) = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, i64>(7)?,
-            ))
-        }) {
-            for g in rows.flatten() {
-                if tx
-                    .execute(
-                        "INSERT INTO gaps(stream, first_seq, last_seq, count, first_ts, last_ts, reason, recorded_at, pending)
-                         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                        rusqlite::params![g.0, g.1, g.2, g.3, g.4, g.5, g.6, g.7, all_sinks as i64],
-                    )
-                    .is_ok()
-                {
-                    out.gaps += 1;
-                }
-            }
+    // Gaps recorded before the damage still explain holes: keep what is readable.
+    type GapRow = (
+        String,
+        i64,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        String,
+        i64,
+    );
+    let old_gaps: Vec<GapRow> = old
+        .prepare("SELECT stream, first_seq, last_seq, count, first_ts, last_ts, reason, recorded_at FROM gaps")
+        .and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))?
+                .filter_map(Result::ok)
+                .map(Ok)
+                .collect()
+        })
+        .unwrap_or_default();
+    for g in old_gaps {
+        let inserted = tx.execute(
+            "INSERT INTO gaps(stream, first_seq, last_seq, count, first_ts, last_ts, reason, recorded_at, pending)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            rusqlite::params![g.0, g.1, g.2, g.3, g.4, g.5, g.6, g.7, all_sinks as i64],
+        );
+        if inserted.is_ok() {
+            out.gaps += 1;
         }
     }
     if tx.commit().is_err() {

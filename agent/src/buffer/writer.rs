@@ -78,12 +78,11 @@ struct Encoded {
     size: u64,
 }
 
+type AppendReply = oneshot::Sender<Result<SeqRange, BufferError>>;
+
 #[derive(Default)]
 struct Group {
-    appends: Vec<(
-        Vec<Encoded>,
-        Option<oneshot::Sender<Result<SeqRange, BufferError>>>,
-    )>,
+    appends: Vec<(Vec<Encoded>, Option<AppendReply>)>,
     acks: Vec<(SinkId, u64, u64)>,
     gap_acks: Vec<(SinkId, i64)>,
     syncs: Vec<oneshot::Sender<()>>,
@@ -489,7 +488,9 @@ impl State {
             pending: u64,
         }
         let mut freed = 0u64;
-        let mut per_stream: BTreeMap<String, Agg> = BTreeMap::new();
+        // One gap per (stream, priority): victims of one priority are that stream's oldest
+        // records of that priority, so each gap is a contiguous run in its own order.
+        let mut per_stream: BTreeMap<(String, usize), Agg> = BTreeMap::new();
         'prio: for pr in 0..10usize {
             if self.prio[pr].0 <= d.removed[pr].0 {
                 continue;
@@ -515,11 +516,12 @@ impl State {
                 let full_chunk = rows.len() == EVICT_CHUNK;
                 let mut last_victim = None;
                 for (seq, stream, ts, size, blob, pending) in rows {
-                    let a = per_stream.entry(stream).or_insert_with(|| Agg {
+                    let a = per_stream.entry((stream, pr)).or_insert_with(|| Agg {
                         first: seq as u64,
                         first_ts: ts,
                         ..Agg::default()
                     });
+                    // Rows come in seq order within a priority.
                     a.last = seq as u64;
                     a.last_ts = ts;
                     a.count += 1;
@@ -555,7 +557,7 @@ impl State {
         } else {
             "evicted: buffer at max_bytes"
         };
-        for (stream, a) in &per_stream {
+        for ((stream, _), a) in &per_stream {
             tx.prepare_cached(
                 "INSERT INTO gaps(stream, first_seq, last_seq, count, first_ts, last_ts, reason, recorded_at, pending)
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -600,10 +602,10 @@ impl State {
             self.p.hwm = h;
         }
         for b in &d.blobs_to_delete {
-            if let Err(e) = std::fs::remove_file(self.p.spool_dir.join(b)) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(file = %b, error = %e, "cannot delete spool file; fsck will list it");
-                }
+            if let Err(e) = std::fs::remove_file(self.p.spool_dir.join(b))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %b, error = %e, "cannot delete spool file; fsck will list it");
             }
         }
         if let Some((first, last)) = d.appended {

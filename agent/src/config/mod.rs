@@ -160,3 +160,6 @@ fn drop_ins(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     out.sort();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -271,12 +271,15 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
     Ok(parsed)
 }
 
+/// Named sub-tables, each with its name's span.
+type NamedTables<'i> = Vec<(Spanned<String>, Spanned<DeValue<'i>>)>;
+
 /// The sub-tables of `[drivers]` or `[sinks]`, by name, in file order.
 fn named_tables<'i>(
     file: &SourceFile,
     section: Option<Spanned<DeValue<'i>>>,
     what: &str,
-) -> Result<Vec<(Spanned<String>, Spanned<DeValue<'i>>)>, ConfigError> {
+) -> Result<NamedTables<'i>, ConfigError> {
     let Some(section) = section else {
         return Ok(Vec::new());
     };
@@ -308,14 +311,14 @@ fn named_tables<'i>(
 
 /// Splits a driver or sink table into its `kind`, the keys common to all kinds, and the
 /// rest (the kind's own keys), keeping every span.
-fn split_kind<'i, C: serde::de::DeserializeOwned>(
+fn split_kind<'i, C>(
     file: &SourceFile,
     name: &Spanned<String>,
     table: Spanned<DeValue<'i>>,
     what: &str,
 ) -> Result<(Spanned<String>, C, Spanned<DeValue<'i>>), ConfigError>
 where
-    C: Default,
+    C: serde::de::DeserializeOwned + Default,
 {
     let span = table.span();
     let DeValue::Table(mut t) = table.into_inner() else {

@@ -97,12 +97,11 @@ impl DeliveryTask {
             let head = *head_rx.borrow_and_update();
             let live_ready = live_ready_at.is_none_or(|t| Instant::now() >= t);
             let lane = if backfill_done {
-                if !live_ready {
-                    if let Some(t) = live_ready_at {
-                        tokio::select! {
-                            _ = self.cancel.cancelled() => break,
-                            _ = tokio::time::sleep_until(t) => {}
-                        }
+                // Only the live lane has work: let its young batch fill up first.
+                if let Some(t) = live_ready_at.filter(|_| !live_ready) {
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        _ = tokio::time::sleep_until(t) => {}
                     }
                 }
                 Lane::Live

@@ -10,7 +10,9 @@ mod config;
 mod signal;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 pub use config::{
     SignalKind, SimChannelConfig, SimChannelRaw, SimConfig, SimConfigError, SimConfigRaw,

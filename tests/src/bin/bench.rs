@@ -1,1 +1,212 @@
-fn main() {}
+//! Buffer benchmark: prints figures, asserts nothing about speed.
+//!
+//! In one run: the raw rusqlite ceiling (prepared inserts of ~200-byte rows, 1000 per
+//! transaction, WAL, synchronous NORMAL and FULL), then Skygate's durable ingest from the
+//! sim driver through the buffer in both durability modes: saturated throughput, then
+//! p50/p99 ingest-to-durable latency at the goal rate, peak RSS of each phase, and the
+//! ratio to the ceiling. Last, the idle RSS of the real `skygate` binary.
+//!
+//!     cargo run --release -p skygate-e2e --bin skygate-bench [-- --seconds N]
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use skygate_agent::config::{SourceFile, load_sources};
+use skygate_agent::pipeline;
+use tokio_util::sync::CancellationToken;
+
+fn rss_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resets this process's peak RSS (Linux >= 4.0), so each phase reports its own peak.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn ceiling(dir: &Path, sync: &str, rows: u64) -> anyhow::Result<f64> {
+    let path = dir.join(format!("ceiling-{sync}.db"));
+    let conn = rusqlite::Connection::open(&path)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync};
+         CREATE TABLE r(seq INTEGER PRIMARY KEY, stream TEXT, priority INTEGER, ts INTEGER,
+                        ingest_ts INTEGER, pending INTEGER, size INTEGER, body BLOB);"
+    ))?;
+    let body = vec![0x42u8; 140];
+    let start = Instant::now();
+    let mut seq = 0i64;
+    while (seq as u64) < rows {
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut st =
+                tx.prepare_cached("INSERT INTO r VALUES(?1, 'weather', 5, ?2, ?2, 1, 200, ?3)")?;
+            for _ in 0..1000 {
+                seq += 1;
+                st.execute(rusqlite::params![seq, seq * 1000, body])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+struct Phase {
+    rate: f64,
+    p50_us: u64,
+    p99_us: u64,
+    peak_rss_kib: u64,
+}
+
+fn config(durability: &str, per_channel_hz: u64, bucket_blocker: &Path) -> String {
+    let mut s = format!(
+        "[gateway]\nid = \"bench\"\n[buffer]\ndurability = \"{durability}\"\nmax_bytes = \"4GiB\"\nmin_free_disk = \"64MiB\"\n"
+    );
+    // 4 drivers x 4 channels; numbers, like a weather mast's.
+    for d in 0..4 {
+        s.push_str(&format!(
+            "[drivers.d{d}]\nkind = \"sim\"\nstream = \"s{d}\"\ntick = \"2ms\"\n"
+        ));
+        for c in 0..4 {
+            s.push_str(&format!(
+                "[drivers.d{d}.channels.c{c}]\nsignal = \"random_walk\"\nrate_hz = {per_channel_hz}\nstart = 10.0\nstep = 0.1\nunit = \"degC\"\n"
+            ));
+        }
+    }
+    // The sink's directory is a file: it fails and backs off, so the run measures ingest
+    // into the buffer, not delivery.
+    s.push_str(&format!(
+        "[sinks.hold]\nkind = \"bucket\"\ndir = \"{}/x\"\nbackoff_initial = \"10s\"\nbackoff_max = \"60s\"\n[[routes]]\nstreams = [\"*\"]\nsinks = [\"hold\"]\n",
+        bucket_blocker.display()
+    ));
+    s
+}
+
+async fn skygate_phase(
+    dir: &Path,
+    durability: &str,
+    per_channel_hz: u64,
+    secs: f64,
+) -> anyhow::Result<Phase> {
+    let data = dir.join(format!("data-{durability}-{per_channel_hz}"));
+    let blocker = dir.join("blocker");
+    std::fs::write(&blocker, b"file")?;
+    let settings = load_sources(vec![SourceFile {
+        path: "bench.toml".into(),
+        text: config(durability, per_channel_hz, &blocker),
+    }])?;
+    let stop = CancellationToken::new();
+    reset_peak();
+    let running = pipeline::start(settings, &data, stop.clone()).await?;
+    let m = running.buffer.metrics().clone();
+    // Warm up, then measure a clean window.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    m.ingest_to_durable_us.reset();
+    let c0 = m.records_committed.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let committed = m.records_committed.load(Ordering::Relaxed) - c0;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let phase = Phase {
+        rate: committed as f64 / elapsed,
+        p50_us: m.ingest_to_durable_us.quantile(0.50),
+        p99_us: m.ingest_to_durable_us.quantile(0.99),
+        peak_rss_kib: rss_kib("self", "VmHWM:"),
+    };
+    running.stop().await;
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(phase)
+}
+
+fn idle_rss(dir: &Path) -> anyhow::Result<u64> {
+    let exe = std::env::current_exe()?;
+    let bin = std::env::var_os("SKYGATE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| exe.with_file_name("skygate"));
+    let mut child = std::process::Command::new(&bin)
+        .args(["run", "--data-dir"])
+        .arg(dir.join("idle"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    std::thread::sleep(Duration::from_secs(6));
+    let rss = rss_kib(&child.id().to_string(), "VmRSS:");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    Ok(rss)
+}
+
+fn main() -> anyhow::Result<()> {
+    let secs: f64 = std::env::args()
+        .skip_while(|a| a != "--seconds")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let dir = tempfile::tempdir_in(std::env::var_os("BENCH_DIR").unwrap_or_else(|| ".".into()))?;
+    println!(
+        "skygate buffer benchmark ({secs} s windows, {} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    reset_peak();
+    let ceil_normal = ceiling(dir.path(), "NORMAL", 1_000_000)?;
+    let ceil_full = ceiling(dir.path(), "FULL", 400_000)?;
+    println!("\nraw rusqlite ceiling (1000 rows/tx, ~200 B rows, WAL)");
+    println!("  synchronous=NORMAL  {:>10.0} rows/s", ceil_normal);
+    println!("  synchronous=FULL    {:>10.0} rows/s", ceil_full);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    println!("\nskygate: sim driver -> ingest -> buffer (16 channels)");
+    println!(
+        "  {:<28} {:>12} {:>9} {:>9} {:>10} {:>8}",
+        "phase", "readings/s", "p50 ms", "p99 ms", "peak RSS", "vs ceil"
+    );
+    for (mode, ceil, goal) in [
+        ("process", ceil_normal, 300_000u64),
+        ("power", ceil_full, 150_000u64),
+    ] {
+        // Saturated: offer far more than can be taken.
+        let sat = rt.block_on(skygate_phase(dir.path(), mode, 200_000, secs))?;
+        // At the goal rate: latency of a sustained load.
+        let at = rt.block_on(skygate_phase(dir.path(), mode, goal / 16, secs))?;
+        for (name, p) in [
+            (format!("{mode}: saturated"), &sat),
+            (format!("{mode}: at {}k/s offered", goal / 1000), &at),
+        ] {
+            println!(
+                "  {:<28} {:>12.0} {:>9.2} {:>9.2} {:>7.1} MB {:>7.2}x",
+                name,
+                p.rate,
+                p.p50_us as f64 / 1000.0,
+                p.p99_us as f64 / 1000.0,
+                p.peak_rss_kib as f64 / 1024.0,
+                p.rate / ceil
+            );
+        }
+    }
+    match idle_rss(dir.path()) {
+        Ok(kib) => println!(
+            "\nidle RSS of `skygate run` (embedded default, after 6 s): {:.1} MB",
+            kib as f64 / 1024.0
+        ),
+        Err(e) => println!("\nidle RSS: not measured ({e:#})"),
+    }
+    println!(
+        "\ngoals: >=300k/s process, >=150k/s power; p99 <=10 ms / <=25 ms; RSS <=64 MB loaded, <=15 MB idle"
+    );
+    Ok(())
+}

@@ -82,6 +82,9 @@ struct Object {
     data: bytes::Bytes,
 }
 
+/// A UTC calendar day: (year, month, day).
+type Day = (i32, u32, u32);
+
 /// Blob objects first, then the NDJSON objects that name them.
 fn encode_batch(
     batch: &[Record],
@@ -89,7 +92,7 @@ fn encode_batch(
     gateway: &str,
     level: i32,
 ) -> Result<Vec<Object>, SinkError> {
-    let mut groups: BTreeMap<(&str, (i32, u32, u32)), Vec<&Record>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, Day), Vec<&Record>> = BTreeMap::new();
     for r in batch {
         let day = chrono::DateTime::from_timestamp_nanos(r.reading.ts.as_nanos());
         groups
