@@ -152,3 +152,49 @@ fn the_embedded_default_runs_with_no_config_and_fills_the_local_bucket() {
     let b = skygate_e2e::read_bucket(&data.join("bucket"));
     assert!(b.records.iter().all(|r| r["gateway"] == "demo-gateway"));
 }
+
+#[test]
+fn systemd_hears_ready_then_watchdog_pings_and_status_while_the_pipeline_answers() {
+    use std::os::unix::net::UnixDatagram;
+    let d = tempfile::tempdir().expect("tmp");
+    let sock = d.path().join("notify.sock");
+    let rx = UnixDatagram::bind(&sock).expect("bind");
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut child = std::process::Command::new(skygate_e2e::skygate_bin())
+        .args(["run", "--data-dir"])
+        .arg(d.path().join("data"))
+        .env("NOTIFY_SOCKET", &sock)
+        .env("WATCHDOG_USEC", "1000000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut msgs = Vec::new();
+    let mut buf = [0u8; 4096];
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        if let Ok(n) = rx.recv(&mut buf) {
+            msgs.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until && !msgs.iter().any(|m| m.contains("STOPPING=1")) {
+        if let Ok(n) = rx.recv(&mut buf) {
+            msgs.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    assert!(child.wait().expect("wait").success());
+    assert!(msgs.iter().any(|m| m.contains("READY=1")), "{msgs:?}");
+    // WATCHDOG_USEC=1s: pinged every half second while the buffer writer answers.
+    let pings = msgs.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pings >= 4, "{pings} pings in 4 s: {msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("STATUS=ok;") && m.contains("readings/s")),
+        "{msgs:?}"
+    );
+    assert!(msgs.iter().any(|m| m.contains("STOPPING=1")), "{msgs:?}");
+}

@@ -55,11 +55,6 @@ pub fn build(
     data_dir: &Path,
 ) -> Result<Box<dyn Sink>, SinkBuildError> {
     match &settings.kind {
-        SinkKind::Bucket(b) => Ok(Box::new(bucket::BucketSink::new(
-            &settings.name,
-            b,
-            gateway,
-            data_dir,
-        )?)),
+        SinkKind::Bucket(b) => Ok(Box::new(bucket::BucketSink::new(b, gateway, data_dir))),
     }
 }

@@ -14,7 +14,7 @@
 //! before the NDJSON object that names them, so a reader never finds a dangling key.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Datelike;
@@ -23,48 +23,55 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use skygate_drivers::Value;
 
-use super::{Batch, Sink, SinkBuildError, SinkError, SinkFuture};
+use super::{Batch, Sink, SinkError, SinkFuture};
 use crate::config::BucketSinkSettings;
 use crate::model::{self, BlobPlacement, Gap, Record};
 
+/// Delivers to an object store. The store is opened on first use and again after a
+/// failure to open, so a bucket that is not there yet (an unmounted disk, a directory not
+/// yet created) makes the sink back off while ingest goes on, instead of keeping the
+/// agent from starting.
 #[derive(Debug)]
 pub struct BucketSink {
-    store: Arc<dyn ObjectStore>,
+    dir: PathBuf,
+    store: Option<Arc<dyn ObjectStore>>,
     gateway: String,
     prefix: String,
     level: i32,
 }
 
 impl BucketSink {
-    pub fn new(
-        name: &str,
-        s: &BucketSinkSettings,
-        gateway: &str,
-        data_dir: &Path,
-    ) -> Result<Self, SinkBuildError> {
-        let dir = if s.dir.is_absolute() {
-            s.dir.clone()
-        } else {
-            data_dir.join(&s.dir)
-        };
-        let invalid = |message: String| SinkBuildError::Invalid {
-            sink: name.to_string(),
-            message,
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            invalid(format!(
-                "cannot create bucket directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let store = LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|e| invalid(format!("bucket directory {}: {e}", dir.display())))?;
-        Ok(Self {
-            store: Arc::new(store),
+    pub fn new(s: &BucketSinkSettings, gateway: &str, data_dir: &Path) -> Self {
+        Self {
+            dir: if s.dir.is_absolute() {
+                s.dir.clone()
+            } else {
+                data_dir.join(&s.dir)
+            },
+            store: None,
             gateway: gateway.to_string(),
             prefix: s.prefix.clone(),
             level: s.compression_level,
+        }
+    }
+
+    async fn open_store(&mut self) -> Result<Arc<dyn ObjectStore>, SinkError> {
+        if let Some(s) = &self.store {
+            return Ok(s.clone());
+        }
+        let dir = self.dir.clone();
+        let store = tokio::task::spawn_blocking(move || -> Result<LocalFileSystem, String> {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create bucket directory {}: {e}", dir.display()))?;
+            LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| format!("bucket directory {}: {e}", dir.display()))
         })
+        .await
+        .map_err(|e| SinkError::Transient(format!("open task: {e}")))?
+        .map_err(SinkError::Transient)?;
+        let store: Arc<dyn ObjectStore> = Arc::new(store);
+        self.store = Some(store.clone());
+        Ok(store)
     }
 
     fn base(&self) -> String {
@@ -155,6 +162,7 @@ fn classify(e: object_store::Error) -> SinkError {
 impl Sink for BucketSink {
     fn deliver(&mut self, batch: Batch) -> SinkFuture<'_> {
         Box::pin(async move {
+            let store = self.open_store().await?;
             let base = self.base();
             let gateway = self.gateway.clone();
             let level = self.level;
@@ -166,10 +174,11 @@ impl Sink for BucketSink {
             for o in objects {
                 let path = ObjectPath::parse(&o.key)
                     .map_err(|e| SinkError::Permanent(format!("key {}: {e}", o.key)))?;
-                self.store
-                    .put(&path, PutPayload::from(o.data))
-                    .await
-                    .map_err(classify)?;
+                if let Err(e) = store.put(&path, PutPayload::from(o.data)).await {
+                    // Open afresh next time: the directory may have been replaced.
+                    self.store = None;
+                    return Err(classify(e));
+                }
             }
             Ok(())
         })
@@ -191,10 +200,11 @@ impl Sink for BucketSink {
             let path = ObjectPath::parse(&key)
                 .map_err(|e| SinkError::Permanent(format!("key {key}: {e}")))?;
             let line = model::gap_ndjson(&self.gateway, gap);
-            self.store
-                .put(&path, PutPayload::from(line))
-                .await
-                .map_err(classify)?;
+            let store = self.open_store().await?;
+            if let Err(e) = store.put(&path, PutPayload::from(line)).await {
+                self.store = None;
+                return Err(classify(e));
+            }
             Ok(())
         })
     }
