@@ -265,3 +265,12 @@ pub fn sim_config(gateway: &str, channels: u32, rate_hz: u32, extra: &str) -> St
     s.push_str(extra);
     s
 }
+
+/// A bucket sink named `archive` writing to `dir`, with every stream routed to it.
+/// `extra` adds keys to the sink's table.
+pub fn archive_sink(dir: &Path, extra: &str) -> String {
+    format!(
+        "\n[sinks.archive]\nkind = \"bucket\"\ndir = \"{}\"\n{extra}\n[[routes]]\nstreams = [\"*\"]\nsinks = [\"archive\"]\n",
+        dir.display()
+    )
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use skygate_e2e::{Agent, last_seq, sim_config, skygate, stats, wait_until};
+use skygate_e2e::{Agent, archive_sink, last_seq, sim_config, skygate, stats, wait_until};
 
 #[test]
 fn check_config_accepts_the_shipped_configs_and_exits_78_with_file_line_col_on_a_bad_one() {
@@ -59,10 +59,7 @@ fn buffer_commands_show_what_a_running_agent_stored() {
             "gw-cli",
             2,
             50,
-            &format!(
-                "[sinks.archive]\nkind = \"bucket\"\ndir = \"{}/sub\"\n[[routes]]\nstreams = [\"*\"]\nsinks = [\"archive\"]\n",
-                root.path().join("ok").display()
-            ),
+            &archive_sink(&root.path().join("bucket"), ""),
         ),
     )
     .expect("config");

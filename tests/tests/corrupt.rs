@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use skygate_e2e::{Agent, last_seq, sim_config, skygate, stats, wait_until};
+use skygate_e2e::{Agent, archive_sink, last_seq, sim_config, skygate, stats, wait_until};
 
 #[test]
 fn a_corrupt_database_is_quarantined_and_the_agent_runs_on_and_fsck_reports_it() {
@@ -16,10 +16,7 @@ fn a_corrupt_database_is_quarantined_and_the_agent_runs_on_and_fsck_reports_it()
             "gw-q",
             1,
             200,
-            &format!(
-                "[sinks.archive]\nkind = \"bucket\"\ndir = \"{}\"\n[[routes]]\nstreams = [\"*\"]\nsinks = [\"archive\"]\n",
-                root.path().join("bucket").display()
-            ),
+            &archive_sink(&root.path().join("bucket"), ""),
         ),
     )
     .expect("config");

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rand::Rng;
-use skygate_e2e::{Agent, pending, read_bucket, sim_config, stats, wait_until};
+use skygate_e2e::{Agent, archive_sink, pending, read_bucket, sim_config, stats, wait_until};
 
 const KILLS: usize = 22;
 const BATCH: u64 = 2000;
@@ -15,10 +15,9 @@ fn kill_nine_at_random_moments_loses_nothing_and_duplicates_only_what_was_in_fli
     let root = tempfile::tempdir().expect("tmp");
     let data = root.path().join("data");
     let bucket = root.path().join("bucket");
-    let sinks = format!(
-        "\n[sinks.archive]\nkind = \"bucket\"\ndir = \"{}\"\nbatch_max_records = {BATCH}\nbatch_max_age = \"100ms\"\n\
-         \n[[routes]]\nstreams = [\"*\"]\nsinks = [\"archive\"]\n",
-        bucket.display()
+    let sinks = archive_sink(
+        &bucket,
+        &format!("batch_max_records = {BATCH}\nbatch_max_age = \"100ms\"\n"),
     );
     // 4 channels x 2500/s = 10k readings/s, plus a blob channel through the spool.
     let blobs = "[drivers.cam]\nkind = \"sim\"\nstream = \"cam\"\n[drivers.cam.channels.frame]\nsignal = \"blob\"\nrate_hz = 20\nsize = 100000\ncontent_type = \"image/jpeg\"\n";

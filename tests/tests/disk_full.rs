@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use skygate_e2e::{
-    Agent, pending, read_bucket, require_root, skygate, stats, try_stats, wait_until,
+    Agent, archive_sink, pending, read_bucket, require_root, skygate, stats, try_stats, wait_until,
 };
 
 struct Tmpfs(std::path::PathBuf);
@@ -53,10 +53,9 @@ fn a_full_disk_degrades_evicts_into_gaps_and_recovers_without_losing_track_of_an
             "t".repeat(400)
         ));
     }
-    cfg.push_str(&format!(
-        "[sinks.archive]\nkind = \"bucket\"\ndir = \"{}\"\nbatch_max_age = \"100ms\"\nbackoff_initial = \"100ms\"\nbackoff_max = \"500ms\"\n\
-         [[routes]]\nstreams = [\"*\"]\nsinks = [\"archive\"]\n",
-        bucket.display()
+    cfg.push_str(&archive_sink(
+        &bucket,
+        "batch_max_age = \"100ms\"\nbackoff_initial = \"100ms\"\nbackoff_max = \"500ms\"\n",
     ));
     let cfg_path = root.path().join("c.toml");
     std::fs::write(&cfg_path, cfg).expect("config");
@@ -117,14 +116,11 @@ fn a_full_disk_degrades_evicts_into_gaps_and_recovers_without_losing_track_of_an
     assert_eq!(agent.stop(), Some(0));
     // Deliver what remains (no more ingest) so the bucket can be checked against seqs.
     let drain = root.path().join("drain.toml");
-    std::fs::write(
-        &drain,
-        format!(
-            "[gateway]\nid = \"gw-full\"\n[sinks.archive]\nkind = \"bucket\"\ndir = \"{}\"\nbatch_max_age = \"100ms\"\n[[routes]]\nstreams = [\"*\"]\nsinks = [\"archive\"]\n",
-            bucket.display()
-        ),
-    )
-    .expect("drain config");
+    let drain_cfg = format!(
+        "[gateway]\nid = \"gw-full\"\n{}",
+        archive_sink(&bucket, "batch_max_age = \"100ms\"\n")
+    );
+    std::fs::write(&drain, drain_cfg).expect("drain config");
     let a = Agent::start(&drain, &data);
     wait_until(Duration::from_secs(60), "the backlog to drain", || {
         pending(&data, "archive") == 0

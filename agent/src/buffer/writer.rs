@@ -264,7 +264,6 @@ impl State {
                         self.status_dirty = true;
                     }
                     self.apply(delta, group);
-                    self.update_status();
                     return;
                 }
                 Err(e) => {
@@ -589,7 +588,7 @@ impl State {
             self.prio[pr].1 = (self.prio[pr].1 + d.added[pr].1).saturating_sub(d.removed[pr].1);
         }
         self.publish_counts();
-        let m = &self.p.metrics;
+        let m = self.p.metrics.clone();
         m.commits.fetch_add(1, Ordering::Relaxed);
         m.records_acked.fetch_add(d.acked, Ordering::Relaxed);
         m.records_evicted.fetch_add(d.evicted, Ordering::Relaxed);
@@ -608,6 +607,8 @@ impl State {
                 tracing::warn!(file = %b, error = %e, "cannot delete spool file; fsck will list it");
             }
         }
+        // Publish the state this commit produced before anyone hears it committed.
+        self.update_status();
         if let Some((first, last)) = d.appended {
             self.p.next_seq = last + 1;
             m.records_committed

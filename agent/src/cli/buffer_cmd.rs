@@ -41,6 +41,12 @@ fn selection(s: &SelectArgs, limit: Option<u64>) -> Selection {
     }
 }
 
+fn print_json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<(), CliError> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
+    writeln!(out)?;
+    Ok(())
+}
+
 /// Runs a buffer command; returns the process exit code.
 pub fn run(cmd: BufferCommand) -> Result<i32, CliError> {
     let mut out = std::io::stdout().lock();
@@ -48,8 +54,7 @@ pub fn run(cmd: BufferCommand) -> Result<i32, CliError> {
         BufferCommand::Stats { dir, json } => {
             let s = ops::stats(&buffer_dir(&data_dir(&dir)?))?;
             if json {
-                serde_json::to_writer_pretty(&mut out, &s).map_err(std::io::Error::from)?;
-                writeln!(out)?;
+                print_json(&mut out, &s)?;
                 return Ok(0);
             }
             writeln!(out, "buffer      {}", s.dir.display())?;
@@ -144,8 +149,7 @@ pub fn run(cmd: BufferCommand) -> Result<i32, CliError> {
                 &selection(&select, Some(limit)),
             )?;
             if json {
-                serde_json::to_writer_pretty(&mut out, &rows).map_err(std::io::Error::from)?;
-                writeln!(out)?;
+                print_json(&mut out, &rows)?;
                 return Ok(0);
             }
             writeln!(
@@ -200,8 +204,7 @@ pub fn run(cmd: BufferCommand) -> Result<i32, CliError> {
         BufferCommand::Fsck { dir, json } => {
             let r = ops::fsck(&buffer_dir(&data_dir(&dir)?))?;
             if json {
-                serde_json::to_writer_pretty(&mut out, &r).map_err(std::io::Error::from)?;
-                writeln!(out)?;
+                print_json(&mut out, &r)?;
             } else {
                 writeln!(out, "buffer      {}", r.dir.display())?;
                 writeln!(out, "integrity   {}", r.integrity.join("; "))?;

@@ -237,15 +237,7 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
                 })?;
                 DriverKindRaw::Sim(Box::new(cfg))
             }
-            other => {
-                return Err(file.error_at(
-                    Some(kind.span()),
-                    format!(
-                        "driver {}: unknown kind {other:?}; known kinds: sim",
-                        name.get_ref()
-                    ),
-                ));
-            }
+            _ => return Err(unknown_kind(file, &kind, "driver", &name, DRIVER_KINDS)),
         };
         parsed.drivers.push((name, DriverRaw { common, kind }));
     }
@@ -256,19 +248,34 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
                 Deserialize::deserialize(toml::de::ValueDeserializer::from(rest))
                     .map_err(de_err)?,
             ),
-            other => {
-                return Err(file.error_at(
-                    Some(kind.span()),
-                    format!(
-                        "sink {}: unknown kind {other:?}; known kinds: bucket",
-                        name.get_ref()
-                    ),
-                ));
-            }
+            _ => return Err(unknown_kind(file, &kind, "sink", &name, SINK_KINDS)),
         };
         parsed.sinks.push((name, SinkRaw { common, kind }));
     }
     Ok(parsed)
+}
+
+/// Driver kinds this build knows.
+pub const DRIVER_KINDS: &[&str] = &["sim"];
+/// Sink kinds this build knows.
+pub const SINK_KINDS: &[&str] = &["bucket"];
+
+fn unknown_kind(
+    file: &SourceFile,
+    kind: &Spanned<String>,
+    what: &str,
+    name: &Spanned<String>,
+    known: &[&str],
+) -> ConfigError {
+    file.error_at(
+        Some(kind.span()),
+        format!(
+            "{what} {}: unknown kind {:?}; known kinds: {}",
+            name.get_ref(),
+            kind.get_ref(),
+            known.join(", ")
+        ),
+    )
 }
 
 /// Named sub-tables, each with its name's span.
