@@ -60,13 +60,12 @@ fn a_full_disk_degrades_evicts_into_gaps_and_recovers_without_losing_track_of_an
     let cfg_path = root.path().join("c.toml");
     std::fs::write(&cfg_path, cfg).expect("config");
 
+    // The peer is away from the start: the bucket path is a file, every put fails.
+    std::fs::write(&bucket, b"not a directory").expect("block bucket");
     let mut agent = Agent::start(&cfg_path, &data);
     wait_until(Duration::from_secs(10), "the agent to start", || {
-        bucket.exists()
+        try_stats(&data).is_some()
     });
-    // The peer goes away: the bucket path becomes a file, every put fails.
-    std::fs::remove_dir_all(&bucket).expect("rm bucket");
-    std::fs::write(&bucket, b"not a directory").expect("block bucket");
     // Something else on the gateway takes space too.
     std::fs::write(fs.0.join("filler"), vec![0u8; 10 << 20]).expect("filler");
 

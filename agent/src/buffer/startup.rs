@@ -115,25 +115,34 @@ pub(crate) fn open(opts: &BufferOptions) -> Result<Opened, BufferError> {
     let mut report = StartupReport::default();
     let mut hwm = read_hwm(dir);
 
-    let existed = db_path.exists();
-    let checked = if existed {
-        check(&db_path, opts)
-    } else {
-        Err("no database".to_string())
-    };
-    let (conn, last_seq) = match checked {
-        Ok((conn, last_seq)) => (conn, last_seq),
-        Err(reason) if !existed => {
-            let _ = reason;
-            let conn = create(&db_path, opts)?;
-            (conn, hwm_floor(hwm))
+    // A range of seqs that may have been issued and lost, to record as a gap once the
+    // sinks have their bits.
+    let mut unknown_loss: Option<(u64, u64, String)> = None;
+    let (conn, last_seq) = if !db_path.exists() {
+        let conn = create(&db_path, opts)?;
+        if hwm > 0 {
+            // The ceiling survives but the database does not: it was removed by hand. The
+            // last seq it issued lies within one reserve step below the ceiling.
+            tracing::error!(db = %db_path.display(), ceiling = hwm, "buffer database missing but a seq ceiling exists; numbering continues above it");
+            unknown_loss = Some((
+                hwm.saturating_sub(HWM_RESERVE) + 1,
+                hwm,
+                "buffer database was missing at start".into(),
+            ));
         }
-        Err(reason) => {
-            tracing::error!(db = %db_path.display(), %reason, "buffer database failed its start-up check; quarantining it");
-            let (conn, q) = quarantine_and_salvage(dir, &db_path, &reason, hwm, opts)?;
-            let resumed = q.resumed_at_seq;
-            report.quarantined = Some(q);
-            (conn, resumed - 1)
+        // Persist at once: a stop before the first append must not restart numbering.
+        schema::set_meta(&conn, "last_seq", &hwm.to_string())?;
+        (conn, hwm)
+    } else {
+        match check(&db_path, opts) {
+            Ok(checked) => checked,
+            Err(reason) => {
+                tracing::error!(db = %db_path.display(), %reason, "buffer database failed its start-up check; quarantining it");
+                let (conn, q) = quarantine_and_salvage(dir, &db_path, &reason, hwm, opts)?;
+                let resumed = q.resumed_at_seq;
+                report.quarantined = Some(q);
+                (conn, resumed - 1)
+            }
         }
     };
     if hwm <= last_seq {
@@ -141,6 +150,9 @@ pub(crate) fn open(opts: &BufferOptions) -> Result<Opened, BufferError> {
         write_hwm(dir, hwm)?;
     }
     let sinks = register_sinks(&conn, &opts.sinks, &mut report)?;
+    if let Some((first, last, reason)) = unknown_loss {
+        insert_unknown_gap(&conn, first, last, &reason, all_sinks_mask(&sinks))?;
+    }
     schema::set_meta(&conn, "gateway_id", &opts.gateway_id)?;
     report.orphan_spool_files_removed = remove_orphan_spool_files(&conn, &spool_dir)?;
     if report.orphan_spool_files_removed > 0 {
@@ -161,10 +173,24 @@ pub(crate) fn open(opts: &BufferOptions) -> Result<Opened, BufferError> {
     })
 }
 
-/// A fresh database with no `meta.last_seq` continues above anything a previous one in
-/// this directory issued: from the ceiling if a ceiling file exists.
-fn hwm_floor(hwm: u64) -> u64 {
-    hwm
+fn all_sinks_mask(sinks: &BTreeMap<String, SinkId>) -> u64 {
+    sinks.values().fold(0u64, |m, s| m | s.mask())
+}
+
+/// Records seqs that may have been issued and lost without knowing their stream or count.
+fn insert_unknown_gap(
+    conn: &Connection,
+    first: u64,
+    last: u64,
+    reason: &str,
+    pending: u64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO gaps(stream, first_seq, last_seq, count, first_ts, last_ts, reason, recorded_at, pending)
+         VALUES('*', ?1, ?2, NULL, NULL, NULL, ?3, ?4, ?5)",
+        rusqlite::params![first as i64, last as i64, reason, skygate_drivers::Timestamp::now().as_nanos(), pending as i64],
+    )?;
+    Ok(())
 }
 
 fn create(db_path: &Path, opts: &BufferOptions) -> Result<Connection, BufferError> {
@@ -236,7 +262,7 @@ fn quarantine_and_salvage(
     // Salvaged records are routed by today's routes; sinks get bits before salvage.
     let mut scratch = StartupReport::default();
     let sinks = register_sinks(&conn, &opts.sinks, &mut scratch)?;
-    let all_sinks = sinks.values().fold(0u64, |m, s| m | s.mask());
+    let all_sinks = all_sinks_mask(&sinks);
     let route_mask = |stream: &str| -> u64 {
         opts.routes
             .iter()
@@ -254,17 +280,18 @@ fn quarantine_and_salvage(
     } else {
         known_last.max(hwm)
     };
-    let now = skygate_drivers::Timestamp::now().as_nanos();
     let tx = conn.unchecked_transaction()?;
     let mut lost_ranges = s.skipped;
     if resume_after > s.max_seq {
         lost_ranges.push((s.max_seq + 1, resume_after));
     }
     for (first, last) in &lost_ranges {
-        tx.execute(
-            "INSERT INTO gaps(stream, first_seq, last_seq, count, first_ts, last_ts, reason, recorded_at, pending)
-             VALUES('*', ?1, ?2, NULL, NULL, NULL, ?3, ?4, ?5)",
-            rusqlite::params![*first as i64, *last as i64, format!("quarantine: {reason}"), now, all_sinks as i64],
+        insert_unknown_gap(
+            &tx,
+            *first,
+            *last,
+            &format!("quarantine: {reason}"),
+            all_sinks,
         )?;
     }
     schema::set_meta(&tx, "last_seq", &resume_after.to_string())?;

@@ -816,3 +816,42 @@ fn export_writes_the_documented_ndjson_with_blobs_inline() {
     assert_eq!(lines[0]["value"]["data_base64"], "aGVsbG8=");
     assert_eq!(lines[1]["type"], "integer");
 }
+
+#[test]
+fn a_database_removed_by_hand_never_lets_seqs_be_reused_and_records_the_unknown_range() {
+    let d = tempfile::tempdir().expect("tmp");
+    rt().block_on(async {
+        let (b, g) = open(d.path(), 1 << 30);
+        b.append_durable((0..3).map(|i| new_record(&b, "s0", 5, i)).collect())
+            .await
+            .expect("append");
+        g.close().await;
+    });
+    let ceiling = startup::read_hwm(d.path());
+    std::fs::remove_file(d.path().join("skygate.db")).expect("rm db");
+    // Start and stop without appending anything, then start again.
+    open(d.path(), 1 << 30).1.close_blocking();
+    let (b, g) = open(d.path(), 1 << 30);
+    rt().block_on(async {
+        let r = b
+            .append_durable(vec![new_record(&b, "s0", 5, 0)])
+            .await
+            .expect("append");
+        assert_eq!(
+            r.first,
+            ceiling + 1,
+            "numbering continues above the ceiling, even after an idle start"
+        );
+        let gaps = b
+            .pending_gaps(b.sink_id("a").expect("a"))
+            .await
+            .expect("gaps");
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(
+            (gaps[0].first_seq, gaps[0].last_seq),
+            (ceiling - startup::HWM_RESERVE + 1, ceiling)
+        );
+        assert_eq!(gaps[0].count, None);
+    });
+    g.close_blocking();
+}

@@ -611,6 +611,8 @@ impl State {
         self.update_status();
         if let Some((first, last)) = d.appended {
             self.p.next_seq = last + 1;
+            // Head first: whoever hears their append committed must see it in the head.
+            self.p.head_tx.send_replace(last);
             m.records_committed
                 .fetch_add(last - first + 1, Ordering::Relaxed);
             let now = Timestamp::now().as_nanos();
@@ -629,7 +631,6 @@ impl State {
                     }));
                 }
             }
-            self.p.head_tx.send_replace(last);
         } else {
             for (_, reply) in g.appends {
                 if let Some(tx) = reply {

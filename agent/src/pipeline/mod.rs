@@ -140,6 +140,17 @@ pub async fn start_with(
         );
     }
 
+    // Build every sink before anything runs, so a sink that cannot be built leaves
+    // nothing half-started.
+    let mut built = Vec::new();
+    for s in settings.sinks.values() {
+        let sink = sinks::build(s, &settings.gateway.id, data_dir)?;
+        let id = buffer
+            .sink_id(&s.name)
+            .ok_or_else(|| BufferError::UnknownSink(s.name.clone()))?;
+        built.push((s, sink, id));
+    }
+
     let drivers_stop = CancellationToken::new();
     let sinks_stop = CancellationToken::new();
     let drivers = TaskTracker::new();
@@ -172,11 +183,7 @@ pub async fn start_with(
     let ingest = tokio::spawn(ingest::run(rx, buffer.clone(), routes, counters.clone()));
 
     let mut sink_status = HashMap::new();
-    for s in settings.sinks.values() {
-        let sink = sinks::build(s, &settings.gateway.id, data_dir)?;
-        let id = buffer
-            .sink_id(&s.name)
-            .ok_or_else(|| BufferError::UnknownSink(s.name.clone()))?;
+    for (s, sink, id) in built {
         let rx = sinks::delivery::spawn(
             &sink_tasks,
             s.name.clone(),
