@@ -54,7 +54,11 @@ fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> BufferError + '_ {
     }
 }
 
-/// The writer's connection: WAL, synchronous per durability, bounded WAL size.
+/// WAL size at which the maintenance thread checkpoints.
+pub const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The writer's connection: WAL, synchronous per durability, no checkpoints in commits
+/// (the maintenance thread runs them, so a commit never waits for one).
 pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, BufferError> {
     let conn = Connection::open(path).map_err(db_err(path))?;
     let sync = match durability {
@@ -67,8 +71,9 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, Bu
          PRAGMA journal_size_limit={};
          PRAGMA cache_size=-8192;
          PRAGMA temp_store=MEMORY;
+         PRAGMA wal_autocheckpoint=0;
          PRAGMA busy_timeout=5000;",
-        4 * 1024 * 1024
+        WAL_CHECKPOINT_BYTES
     ))
     .map_err(db_err(path))?;
     Ok(conn)
@@ -82,6 +87,18 @@ pub fn open_reader(path: &Path) -> Result<Connection, BufferError> {
     )
     .map_err(db_err(path))?;
     conn.execute_batch("PRAGMA query_only=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-4096;")
+        .map_err(db_err(path))?;
+    Ok(conn)
+}
+
+/// The maintenance thread's connection: checkpoints only.
+pub fn open_checkpointer(path: &Path) -> Result<Connection, BufferError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_err(path))?;
+    conn.execute_batch("PRAGMA busy_timeout=10000;")
         .map_err(db_err(path))?;
     Ok(conn)
 }

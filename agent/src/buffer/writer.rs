@@ -86,6 +86,8 @@ struct Group {
     acks: Vec<(SinkId, u64, u64)>,
     gap_acks: Vec<(SinkId, i64)>,
     syncs: Vec<oneshot::Sender<()>>,
+    /// Restart the WAL after this group's commit.
+    restart_wal: bool,
     records: usize,
     incoming_bytes: u64,
 }
@@ -125,6 +127,7 @@ impl Group {
             WriterCmd::AckGap { sink, id } => self.gap_acks.push((sink, id)),
             WriterCmd::Sync(tx) => self.syncs.push(tx),
             WriterCmd::Tick => {}
+            WriterCmd::RestartWal => self.restart_wal = true,
             WriterCmd::Shutdown => return true,
         }
         false
@@ -227,7 +230,15 @@ impl Writer {
                     }
                 }
             }
+            let restart_wal = group.restart_wal;
             self.st.commit_with_retry(&self.conn, group, shutdown);
+            if restart_wal
+                && let Err(e) = self
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0))
+            {
+                tracing::warn!(error = %e, "WAL restart failed");
+            }
             if shutdown {
                 break;
             }
