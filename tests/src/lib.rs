@@ -274,3 +274,23 @@ pub fn archive_sink(dir: &Path, extra: &str) -> String {
         dir.display()
     )
 }
+
+/// A scratch directory with a sim config (see [`sim_config`]) delivering to
+/// `ROOT/bucket`: returns (root, data dir, config path).
+pub fn sim_rig(
+    gateway: &str,
+    channels: u32,
+    rate_hz: u32,
+) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let root = tempfile::tempdir().expect("tmp");
+    let data = root.path().join("data");
+    let cfg = root.path().join("c.toml");
+    let text = sim_config(
+        gateway,
+        channels,
+        rate_hz,
+        &archive_sink(&root.path().join("bucket"), ""),
+    );
+    std::fs::write(&cfg, text).expect("config");
+    (root, data, cfg)
+}

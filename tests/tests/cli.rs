@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use skygate_e2e::{Agent, archive_sink, last_seq, sim_config, skygate, stats, wait_until};
+use skygate_e2e::{Agent, last_seq, sim_rig, skygate, stats, wait_until};
 
 #[test]
 fn check_config_accepts_the_shipped_configs_and_exits_78_with_file_line_col_on_a_bad_one() {
@@ -50,19 +50,7 @@ fn check_config_accepts_the_shipped_configs_and_exits_78_with_file_line_col_on_a
 
 #[test]
 fn buffer_commands_show_what_a_running_agent_stored() {
-    let root = tempfile::tempdir().expect("tmp");
-    let data = root.path().join("data");
-    let cfg = root.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        sim_config(
-            "gw-cli",
-            2,
-            50,
-            &archive_sink(&root.path().join("bucket"), ""),
-        ),
-    )
-    .expect("config");
+    let (_root, data, cfg) = sim_rig("gw-cli", 2, 50);
     let a = Agent::start(&cfg, &data);
     wait_until(Duration::from_secs(20), "records", || last_seq(&data) >= 20);
     let d = data.to_str().expect("utf8");

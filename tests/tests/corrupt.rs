@@ -3,23 +3,11 @@
 
 use std::time::Duration;
 
-use skygate_e2e::{Agent, archive_sink, last_seq, sim_config, skygate, stats, wait_until};
+use skygate_e2e::{Agent, last_seq, sim_rig, skygate, stats, wait_until};
 
 #[test]
 fn a_corrupt_database_is_quarantined_and_the_agent_runs_on_and_fsck_reports_it() {
-    let root = tempfile::tempdir().expect("tmp");
-    let data = root.path().join("data");
-    let cfg = root.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        sim_config(
-            "gw-q",
-            1,
-            200,
-            &archive_sink(&root.path().join("bucket"), ""),
-        ),
-    )
-    .expect("config");
+    let (_root, data, cfg) = sim_rig("gw-q", 1, 200);
     let a = Agent::start(&cfg, &data);
     wait_until(Duration::from_secs(20), "first records", || {
         last_seq(&data) > 100
