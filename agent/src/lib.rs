@@ -10,6 +10,7 @@
 //! - [`buffer`]: the durable store-and-forward log and its invariants.
 //! - [`pipeline`]: wiring and orderly shutdown.
 //! - [`sinks`]: delivery loop and sink kinds.
+//! - [`control`]: the control API (Unix socket), metrics and health.
 //! - [`cli`]: the `skygate` command line.
 
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod logging;
 pub mod model;
 pub mod pipeline;

@@ -159,6 +159,7 @@ pub struct BufferStatus {
 }
 
 /// Counters and the ingest-to-durable latency, shared with metrics and the benchmark.
+/// Written only by the writer thread; read by anyone.
 #[derive(Debug, Default)]
 pub struct BufferMetrics {
     pub records_committed: AtomicU64,
@@ -171,6 +172,26 @@ pub struct BufferMetrics {
     pub bytes_stored: AtomicU64,
     /// Microseconds from a reading's timestamp to the commit that made it durable.
     pub ingest_to_durable_us: Histogram,
+    /// Per sink bit: records and bytes still owed to that sink.
+    pub pending_records: PerSinkGauge,
+    pub pending_bytes: PerSinkGauge,
+}
+
+/// One gauge per sink bit.
+#[derive(Debug)]
+pub struct PerSinkGauge(pub [AtomicU64; 64]);
+
+impl Default for PerSinkGauge {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl std::ops::Index<usize> for PerSinkGauge {
+    type Output = AtomicU64;
+    fn index(&self, i: usize) -> &AtomicU64 {
+        &self.0[i]
+    }
 }
 
 impl BufferMetrics {
@@ -218,6 +239,7 @@ pub(crate) enum WriterCmd {
 pub(crate) enum ReadCmd {
     Records(ReadQuery, oneshot::Sender<Result<Vec<Record>, BufferError>>),
     Gaps(SinkId, oneshot::Sender<Result<Vec<Gap>, BufferError>>),
+    OldestPending(SinkId, oneshot::Sender<Result<Option<i64>, BufferError>>),
     Shutdown,
 }
 
@@ -404,6 +426,30 @@ impl Buffer {
             .await
             .map_err(|_| BufferError::Closed)?;
         rx.await.map_err(|_| BufferError::Closed)?
+    }
+
+    /// Ingest time (ns) of the oldest record still owed to `sink`.
+    pub async fn oldest_pending(&self, sink: SinkId) -> Result<Option<i64>, BufferError> {
+        let (tx, rx) = oneshot::channel();
+        self.reader
+            .send(ReadCmd::OldestPending(sink, tx))
+            .await
+            .map_err(|_| BufferError::Closed)?;
+        rx.await.map_err(|_| BufferError::Closed)?
+    }
+
+    /// Records and bytes still owed to `sink`.
+    pub fn backlog(&self, sink: SinkId) -> (u64, u64) {
+        let i = sink.0 as usize;
+        (
+            self.metrics.pending_records[i].load(Ordering::Relaxed),
+            self.metrics.pending_bytes[i].load(Ordering::Relaxed),
+        )
+    }
+
+    /// Sink names and their ids.
+    pub fn sinks(&self) -> impl Iterator<Item = (&str, SinkId)> {
+        self.sinks.iter().map(|(n, id)| (n.as_str(), *id))
     }
 
     /// The last committed seq; changes after every commit that appended.

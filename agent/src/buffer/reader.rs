@@ -20,6 +20,9 @@ pub(crate) fn run(conn: Connection, spool: PathBuf, mut rx: mpsc::Receiver<ReadC
             ReadCmd::Gaps(sink, reply) => {
                 let _ = reply.send(read_gaps(&conn, sink));
             }
+            ReadCmd::OldestPending(sink, reply) => {
+                let _ = reply.send(oldest_pending(&conn, sink));
+            }
             ReadCmd::Shutdown => break,
         }
     }
@@ -76,4 +79,15 @@ pub(crate) fn gap_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Gap> {
         reason: r.get(7)?,
         recorded_at: r.get(8)?,
     })
+}
+
+/// Rowid order finds the first match without scanning the rest.
+fn oldest_pending(conn: &Connection, sink: SinkId) -> Result<Option<i64>, BufferError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached(
+            "SELECT ingest_ts FROM records WHERE (pending & ?1) != 0 ORDER BY seq LIMIT 1",
+        )?
+        .query_row([sink.mask() as i64], |r| r.get(0))
+        .optional()?)
 }

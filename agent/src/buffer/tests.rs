@@ -378,6 +378,12 @@ impl Harness {
                 .iter()
                 .map(|r| r.seq)
                 .collect();
+            // The writer's running backlog counter agrees with what is stored.
+            let backlog = self
+                .buffer
+                .backlog(self.buffer.sink_id(sink).expect("id"))
+                .0;
+            assert_eq!(backlog, got.len() as u64, "backlog counter of sink {sink}");
             let want: Vec<u64> = self
                 .model
                 .iter()

@@ -57,6 +57,8 @@ struct State {
     p: WriterParts,
     /// Per priority: (records, bytes).
     prio: [(u64, u64); 10],
+    /// Per sink: (records, bytes) still owed.
+    owed: PerSink,
     page_size: u64,
     last_disk_check: Option<Instant>,
     disk_low: Option<String>,
@@ -92,9 +94,32 @@ struct Group {
     incoming_bytes: u64,
 }
 
+/// Per sink bit: (records, bytes).
+#[derive(Clone, Copy)]
+struct PerSink([(u64, u64); 64]);
+
+impl Default for PerSink {
+    fn default() -> Self {
+        Self([(0, 0); 64])
+    }
+}
+
+impl PerSink {
+    fn add(&mut self, mask: u64, size: u64) {
+        for bit in 0..64 {
+            if mask & (1 << bit) != 0 {
+                self.0[bit].0 += 1;
+                self.0[bit].1 += size;
+            }
+        }
+    }
+}
+
 /// Changes a transaction makes, applied to the writer's state only after it commits.
 #[derive(Default)]
 struct Delta {
+    sink_added: PerSink,
+    sink_removed: PerSink,
     removed: [(u64, u64); 10],
     added: [(u64, u64); 10],
     acked: u64,
@@ -188,10 +213,34 @@ impl Writer {
                 slot.1 += b as u64;
             }
         }
+        let mut owed = PerSink::default();
+        {
+            // Few distinct masks (one per routing combination): cheap to group by.
+            let mut stmt = conn.prepare(
+                "SELECT pending, COUNT(*), COALESCE(SUM(size), 0) FROM records GROUP BY pending",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (mask, n, b) = row?;
+                for bit in 0..64 {
+                    if (mask as u64) & (1 << bit) != 0 {
+                        owed.0[bit].0 += n as u64;
+                        owed.0[bit].1 += b as u64;
+                    }
+                }
+            }
+        }
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let st = State {
             p,
             prio,
+            owed,
             page_size: page_size as u64,
             last_disk_check: None,
             disk_low: None,
@@ -261,8 +310,13 @@ impl State {
 
     fn publish_counts(&self) {
         let (n, b) = self.totals();
-        self.p.metrics.records_stored.store(n, Ordering::Relaxed);
-        self.p.metrics.bytes_stored.store(b, Ordering::Relaxed);
+        let m = &self.p.metrics;
+        m.records_stored.store(n, Ordering::Relaxed);
+        m.bytes_stored.store(b, Ordering::Relaxed);
+        for (i, (n, b)) in self.owed.0.iter().enumerate() {
+            m.pending_records[i].store(*n, Ordering::Relaxed);
+            m.pending_bytes[i].store(*b, Ordering::Relaxed);
+        }
     }
 
     fn commit_with_retry(&mut self, conn: &Connection, mut group: Group, shutdown: bool) {
@@ -349,15 +403,23 @@ impl State {
                     let size = r.get::<_, i64>(1)? as u64;
                     d.removed[pr].0 += 1;
                     d.removed[pr].1 += size;
+                    d.sink_removed.add(sink.mask(), size);
                     d.acked += 1;
                     if let Some(b) = r.get::<_, Option<String>>(2)? {
                         d.blobs_to_delete.push(b);
                     }
                 }
             }
-            d.acked += tx
-                .prepare_cached("UPDATE records SET pending = pending & ~?3 WHERE seq BETWEEN ?1 AND ?2 AND (pending & ?3) != 0")?
-                .execute(params![first as i64, last as i64, bit])? as u64;
+            {
+                let mut upd = tx.prepare_cached(
+                    "UPDATE records SET pending = pending & ~?3 WHERE seq BETWEEN ?1 AND ?2 AND (pending & ?3) != 0 RETURNING size",
+                )?;
+                let mut rows = upd.query(params![first as i64, last as i64, bit])?;
+                while let Some(r) = rows.next()? {
+                    d.sink_removed.add(sink.mask(), r.get::<_, i64>(0)? as u64);
+                    d.acked += 1;
+                }
+            }
         }
         for &(sink, id) in &g.gap_acks {
             tx.prepare_cached("UPDATE gaps SET pending = pending & ~?1 WHERE id = ?2")?
@@ -403,6 +465,7 @@ impl State {
                         ])?;
                         d.added[e.priority as usize].0 += 1;
                         d.added[e.priority as usize].1 += e.size;
+                        d.sink_added.add(e.pending, e.size);
                         seq += 1;
                     }
                 }
@@ -538,6 +601,7 @@ impl State {
                     a.pending |= pending as u64;
                     d.removed[pr].0 += 1;
                     d.removed[pr].1 += size as u64;
+                    d.sink_removed.add(pending as u64, size as u64);
                     if let Some(b) = blob {
                         d.blobs_to_delete.push(b);
                     }
@@ -597,6 +661,11 @@ impl State {
         for pr in 0..10 {
             self.prio[pr].0 = (self.prio[pr].0 + d.added[pr].0).saturating_sub(d.removed[pr].0);
             self.prio[pr].1 = (self.prio[pr].1 + d.added[pr].1).saturating_sub(d.removed[pr].1);
+        }
+        for (bit, owed) in self.owed.0.iter_mut().enumerate() {
+            let (add, rem) = (d.sink_added.0[bit], d.sink_removed.0[bit]);
+            owed.0 = (owed.0 + add.0).saturating_sub(rem.0);
+            owed.1 = (owed.1 + add.1).saturating_sub(rem.1);
         }
         self.publish_counts();
         let m = self.p.metrics.clone();

@@ -12,6 +12,10 @@ use crate::config;
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
+    Client(#[from] crate::control::client::ClientError),
+    #[error("unexpected answer from the agent: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Buffer(#[from] BufferError),
@@ -19,7 +23,7 @@ pub enum CliError {
     Io(#[from] std::io::Error),
 }
 
-fn data_dir(d: &DirArgs) -> Result<PathBuf, CliError> {
+pub(super) fn data_dir(d: &DirArgs) -> Result<PathBuf, CliError> {
     if let Some(p) = &d.data_dir {
         return Ok(p.clone());
     }
@@ -41,7 +45,10 @@ fn selection(s: &SelectArgs, limit: Option<u64>) -> Selection {
     }
 }
 
-fn print_json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<(), CliError> {
+pub(super) fn print_json(
+    out: &mut impl Write,
+    value: &impl serde::Serialize,
+) -> Result<(), CliError> {
     serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())

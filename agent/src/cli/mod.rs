@@ -4,6 +4,7 @@
 //! invalid configuration.
 
 mod buffer_cmd;
+mod control_cmd;
 
 use std::path::PathBuf;
 
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::logging::LogFormat;
 
 pub use buffer_cmd::run as run_buffer;
+pub use control_cmd::run as run_control;
 
 /// Default data directory when neither `--data-dir` nor the config names one.
 pub const DEFAULT_DATA_DIR: &str = "./skygate-data";
@@ -44,6 +46,22 @@ pub enum Command {
     /// Validate a config file (and its conf.d drop-ins). Exit 0 when valid, 78 when not,
     /// with FILE:LINE:COL: message on stderr.
     CheckConfig { file: PathBuf },
+    /// What the running agent is doing: gateway, uptime, time quality, buffer, ingest.
+    Status {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sinks of the running agent: state, backlog, oldest unsent; pause, resume, flush.
+    Sinks {
+        #[command(subcommand)]
+        action: Option<SinkAction>,
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and repair the buffer.
     Buffer {
         #[command(subcommand)]
@@ -53,11 +71,12 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct DirArgs {
-    /// Data directory of the agent (the buffer is DIR/buffer).
-    #[arg(long)]
+    /// Data directory of the agent (the buffer is DIR/buffer, the control socket
+    /// DIR/skygate.sock).
+    #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
     /// Find the data directory from this config instead.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
 }
 
@@ -69,6 +88,16 @@ pub struct SelectArgs {
     pub from_seq: Option<u64>,
     #[arg(long)]
     pub to_seq: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SinkAction {
+    /// Stop delivering after the batch in flight; the backlog waits in the buffer.
+    Pause { name: String },
+    /// Deliver again.
+    Resume { name: String },
+    /// Send what the live lane holds now, without waiting for a fuller batch.
+    Flush { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,6 +17,8 @@ pub struct IngestCounters {
     pub readings: AtomicU64,
     pub unrouted: AtomicU64,
     pub unknown_source: AtomicU64,
+    /// True while the ingest task runs (it ends when every driver has stopped).
+    pub running: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) async fn run(
@@ -25,6 +27,7 @@ pub(crate) async fn run(
     routes: HashMap<String, Route>,
     counters: std::sync::Arc<IngestCounters>,
 ) {
+    counters.running.store(true, Ordering::Relaxed);
     let mut buf = Vec::with_capacity(INGEST_BATCH);
     while rx.recv_many(&mut buf, INGEST_BATCH).await > 0 {
         let now = Timestamp::now();
@@ -57,5 +60,6 @@ pub(crate) async fn run(
             break;
         }
     }
+    counters.running.store(false, Ordering::Relaxed);
     tracing::debug!("ingest drained");
 }

@@ -9,7 +9,7 @@
 mod ingest;
 mod supervisor;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +17,13 @@ use std::time::Duration;
 use skygate_bsp::{Board, GenericLinux};
 use skygate_drivers::sim::SimDriver;
 use skygate_drivers::{Clock, Driver, DriverContext, ReadingSender, SystemClock};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::buffer::{Buffer, BufferError, BufferGuard, BufferOptions, buffer_dir};
 use crate::config::{DriverKind, Settings};
-use crate::sinks::{self, delivery::SinkStatus};
+use crate::sinks::{self, delivery::SinkHandle};
 
 pub use ingest::IngestCounters;
 
@@ -46,6 +46,8 @@ pub enum AgentError {
     Buffer(#[from] BufferError),
     #[error(transparent)]
     Sink(#[from] sinks::SinkBuildError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -62,7 +64,7 @@ pub(crate) struct Route {
 #[derive(Debug)]
 pub struct Running {
     pub buffer: Buffer,
-    pub sinks: HashMap<String, watch::Receiver<SinkStatus>>,
+    pub sinks: BTreeMap<String, SinkHandle>,
     pub ingest: Arc<IngestCounters>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -182,7 +184,7 @@ pub async fn start_with(
     let counters = Arc::new(IngestCounters::default());
     let ingest = tokio::spawn(ingest::run(rx, buffer.clone(), routes, counters.clone()));
 
-    let mut sink_status = HashMap::new();
+    let mut sink_status = BTreeMap::new();
     for (s, sink, id) in built {
         let rx = sinks::delivery::spawn(
             &sink_tasks,
@@ -196,6 +198,25 @@ pub async fn start_with(
         sink_status.insert(s.name.clone(), rx);
     }
     sink_tasks.close();
+
+    let control_stop = CancellationToken::new();
+    let control_state = crate::control::ControlState {
+        gateway: settings.gateway.id.clone(),
+        site: settings.gateway.site.clone(),
+        data_dir: data_dir.to_path_buf(),
+        started: std::time::Instant::now(),
+        buffer: buffer.clone(),
+        sinks: sink_status.clone(),
+        ingest: counters.clone(),
+        board: board.clone(),
+        clock: clock.clone(),
+    };
+    let control = crate::control::serve(
+        control_state,
+        crate::control::socket_path(data_dir),
+        control_stop.clone(),
+    )
+    .await?;
 
     let supervisor = supervisor::spawn(buffer.clone(), counters.clone(), stop.clone());
     skygate_bsp::systemd::notify_ready();
@@ -212,6 +233,8 @@ pub async fn start_with(
     let task = tokio::spawn(async move {
         stop_token.cancelled().await;
         shutdown(Shutdown {
+            control_stop,
+            control,
             drivers_stop,
             drivers,
             ingest,
@@ -233,6 +256,8 @@ pub async fn start_with(
 }
 
 struct Shutdown {
+    control_stop: CancellationToken,
+    control: tokio::task::JoinHandle<()>,
     drivers_stop: CancellationToken,
     drivers: TaskTracker,
     ingest: tokio::task::JoinHandle<()>,
@@ -245,6 +270,13 @@ struct Shutdown {
 
 async fn shutdown(s: Shutdown) {
     skygate_bsp::systemd::notify_stopping();
+    s.control_stop.cancel();
+    if tokio::time::timeout(Duration::from_secs(2), s.control)
+        .await
+        .is_err()
+    {
+        tracing::warn!("control API did not close within 2s");
+    }
     tracing::info!("stopping: drivers first");
     s.drivers_stop.cancel();
     if tokio::time::timeout(DRIVER_STOP, s.drivers.wait())

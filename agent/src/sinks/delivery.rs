@@ -38,7 +38,27 @@ pub enum LinkState {
     Starting,
     Connected,
     BackingOff,
+    /// Paused by an operator: the in-flight batch finished, nothing more is read.
+    Paused,
     Stopped,
+}
+
+/// What an operator wants of a sink. Observed by the delivery loop at the top of each
+/// round and while it waits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkControl {
+    pub paused: bool,
+    /// Bumped by each "flush now": the live lane sends what it has without waiting for a
+    /// fuller batch.
+    pub flush: u64,
+}
+
+/// The control side of a running sink.
+#[derive(Debug, Clone)]
+pub struct SinkHandle {
+    pub id: SinkId,
+    pub status: watch::Receiver<SinkStatus>,
+    pub control: watch::Sender<SinkControl>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -64,6 +84,7 @@ pub struct DeliveryTask {
     pub common: SinkCommon,
     pub cancel: CancellationToken,
     pub status: watch::Sender<SinkStatus>,
+    pub control: watch::Receiver<SinkControl>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,11 +104,23 @@ impl DeliveryTask {
         let mut backoff = Backoff::new(self.common.backoff_initial, self.common.backoff_max);
         let mut gaps_seen = u64::MAX;
         let mut live_ready_at: Option<Instant> = None;
+        let mut flushed = self.control.borrow().flush;
         let share = self.common.backfill_share;
         self.status.send_modify(|s| s.backfill_boundary = boundary);
         tracing::info!(sink = %self.name, boundary, "delivery started");
 
         while !self.cancel.is_cancelled() {
+            if self.control.borrow_and_update().paused {
+                self.status.send_modify(|s| s.state = LinkState::Paused);
+                tracing::info!(sink = %self.name, "paused");
+                tokio::select! {
+                    _ = self.cancel.cancelled() => break,
+                    _ = self.control.wait_for(|c| !c.paused) => {}
+                }
+                tracing::info!(sink = %self.name, "resumed");
+                self.status.send_modify(|s| s.state = LinkState::Starting);
+                continue;
+            }
             // Gap markers first: consumers should learn of a loss before the data after it.
             let gaps_now = self.buffer.metrics().gaps_recorded.load(Ordering::Relaxed);
             if gaps_now != gaps_seen {
@@ -105,6 +138,7 @@ impl DeliveryTask {
                     tokio::select! {
                         _ = self.cancel.cancelled() => break,
                         _ = tokio::time::sleep_until(t) => {}
+                        _ = self.control.changed() => { live_ready_at = None; continue; }
                     }
                 }
                 Lane::Live
@@ -151,6 +185,7 @@ impl DeliveryTask {
                         tokio::select! {
                             _ = self.cancel.cancelled() => break,
                             changed = head_rx.changed() => if changed.is_err() { break },
+                            _ = self.control.changed() => {}
                         }
                     }
                 }
@@ -158,7 +193,11 @@ impl DeliveryTask {
             }
             // In the live lane, let a small batch fill up to `batch_max_age`: fewer, larger
             // objects. Backfill uses the wait.
-            if lane == Lane::Live && batch.len() < self.common.batch_max_records as usize {
+            let flush = self.control.borrow().flush;
+            if lane == Lane::Live
+                && flush == flushed
+                && batch.len() < self.common.batch_max_records as usize
+            {
                 let age = Duration::from_nanos(
                     (Timestamp::now().as_nanos() - batch[0].ingest_ts.as_nanos()).max(0) as u64,
                 );
@@ -168,6 +207,7 @@ impl DeliveryTask {
                 }
             }
             live_ready_at = None;
+            flushed = flush;
 
             let batch: Batch = batch.into();
             let first = batch[0].seq;
@@ -294,7 +334,7 @@ fn backfill_turn(sent_backfill: u64, sent_live: u64, share: f64) -> bool {
         || (share > 0.0 && (sent_backfill as f64) * (1.0 - share) <= (sent_live as f64) * share)
 }
 
-/// Spawns a sink's delivery loop; returns its status channel.
+/// Spawns a sink's delivery loop; returns its handle.
 pub fn spawn(
     tracker: &tokio_util::task::TaskTracker,
     name: String,
@@ -303,11 +343,12 @@ pub fn spawn(
     buffer: Buffer,
     common: SinkCommon,
     cancel: CancellationToken,
-) -> watch::Receiver<SinkStatus> {
-    let (tx, rx) = watch::channel(SinkStatus {
+) -> SinkHandle {
+    let (status_tx, status) = watch::channel(SinkStatus {
         backfilling: true,
         ..SinkStatus::default()
     });
+    let (control, control_rx) = watch::channel(SinkControl::default());
     let task = DeliveryTask {
         name,
         sink,
@@ -315,10 +356,15 @@ pub fn spawn(
         buffer,
         common,
         cancel,
-        status: tx,
+        status: status_tx,
+        control: control_rx,
     };
     tracker.spawn(task.run());
-    rx
+    SinkHandle {
+        id,
+        status,
+        control,
+    }
 }
 
 #[cfg(test)]
@@ -450,7 +496,7 @@ mod lane_tests {
             batch_max_bytes: 1 << 30,
             batch_max_age: Duration::from_millis(1),
         };
-        let mut status = spawn(
+        let handle = spawn(
             &tracker,
             "k".into(),
             Box::new(sink),
@@ -459,6 +505,7 @@ mod lane_tests {
             common,
             cancel.clone(),
         );
+        let mut status = handle.status.clone();
         // The first (backfill) batch fails; then more piles up behind the failing sink.
         tokio::time::timeout(
             Duration::from_secs(10),

@@ -1,0 +1,281 @@
+//! `/metrics`: the agent's counters in the Prometheus/OpenMetrics text format.
+//!
+//! Built per scrape from the components' own counters (atomics, watch channels); nothing
+//! here is kept between scrapes. Names are prefixed `skygate_`; counters end in `_total`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::server::{ControlState, sink_replies};
+use crate::buffer::BufferMetrics;
+use crate::sinks::delivery::LinkState;
+
+type Labels = Vec<(String, String)>;
+
+fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(v);
+    reg.register(name, help, c);
+}
+
+fn gauge(reg: &mut Registry, name: &str, help: &str, v: f64) {
+    let g: Gauge<f64, AtomicU64> = Gauge::default();
+    g.set(v);
+    reg.register(name, help, g);
+}
+
+fn labelled(
+    reg: &mut Registry,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, f64)>,
+) {
+    let fam = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for (labels, v) in rows {
+        fam.get_or_create(&labels).set(v);
+    }
+    reg.register(name, help, fam);
+}
+
+fn labelled_counter(
+    reg: &mut Registry,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) {
+    let fam = Family::<Labels, Counter>::default();
+    for (labels, v) in rows {
+        fam.get_or_create(&labels).inc_by(v);
+    }
+    reg.register(name, help, fam);
+}
+
+fn sink_label(name: &str) -> Labels {
+    vec![("sink".into(), name.into())]
+}
+
+/// Resident memory (bytes) and CPU time (seconds) of this process, from /proc.
+fn process_usage() -> (u64, f64) {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .unwrap_or(0.0)
+        / ticks;
+    (rss, cpu)
+}
+
+pub(super) async fn render(s: &ControlState) -> String {
+    let m = s.buffer.metrics();
+    let get = BufferMetrics::get;
+    let mut reg = Registry::with_prefix("skygate");
+    counter(
+        &mut reg,
+        "ingest_readings",
+        "Readings accepted from drivers",
+        s.ingest.readings.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut reg,
+        "ingest_unrouted",
+        "Readings dropped: their stream has no route",
+        s.ingest.unrouted.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut reg,
+        "buffer_records_committed",
+        "Records committed to the buffer",
+        get(&m.records_committed),
+    );
+    counter(&mut reg, "buffer_commits", "Group commits", get(&m.commits));
+    counter(
+        &mut reg,
+        "buffer_records_acked",
+        "Per-sink acknowledgements applied",
+        get(&m.records_acked),
+    );
+    counter(
+        &mut reg,
+        "buffer_records_evicted",
+        "Records evicted (recorded as gaps)",
+        get(&m.records_evicted),
+    );
+    counter(
+        &mut reg,
+        "buffer_gaps",
+        "Gaps recorded",
+        get(&m.gaps_recorded),
+    );
+    counter(
+        &mut reg,
+        "buffer_write_errors",
+        "Failed buffer commits (retried)",
+        get(&m.write_errors),
+    );
+    gauge(
+        &mut reg,
+        "buffer_records",
+        "Records stored",
+        get(&m.records_stored) as f64,
+    );
+    gauge(
+        &mut reg,
+        "buffer_bytes",
+        "Bytes stored (rows and spooled blobs)",
+        get(&m.bytes_stored) as f64,
+    );
+    gauge(
+        &mut reg,
+        "buffer_last_seq",
+        "Last seq issued",
+        *s.buffer.head().borrow() as f64,
+    );
+    gauge(
+        &mut reg,
+        "buffer_degraded",
+        "1 while the buffer is degraded",
+        f64::from(u8::from(s.buffer.status().borrow().degraded)),
+    );
+    labelled(
+        &mut reg,
+        "ingest_to_durable_seconds",
+        "Reading timestamp to commit, quantiles since start",
+        [0.5, 0.9, 0.99].map(|q| {
+            (
+                vec![("quantile".to_string(), q.to_string())],
+                m.ingest_to_durable_us.quantile(q) as f64 / 1e6,
+            )
+        }),
+    );
+
+    let sinks = sink_replies(s).await;
+    labelled(
+        &mut reg,
+        "sink_backlog_records",
+        "Records still owed to the sink",
+        sinks
+            .iter()
+            .map(|r| (sink_label(&r.name), r.backlog_records as f64)),
+    );
+    labelled(
+        &mut reg,
+        "sink_backlog_bytes",
+        "Bytes still owed to the sink",
+        sinks
+            .iter()
+            .map(|r| (sink_label(&r.name), r.backlog_bytes as f64)),
+    );
+    labelled(
+        &mut reg,
+        "sink_oldest_unsent_age_seconds",
+        "Age of the oldest record still owed (0 when none)",
+        sinks
+            .iter()
+            .map(|r| (sink_label(&r.name), r.oldest_unsent_age_s.unwrap_or(0.0))),
+    );
+    labelled(
+        &mut reg,
+        "sink_consecutive_failures",
+        "Delivery failures since the last success",
+        sinks.iter().map(|r| {
+            (
+                sink_label(&r.name),
+                f64::from(r.status.consecutive_failures),
+            )
+        }),
+    );
+    let states = [
+        LinkState::Starting,
+        LinkState::Connected,
+        LinkState::BackingOff,
+        LinkState::Paused,
+        LinkState::Stopped,
+    ];
+    labelled(
+        &mut reg,
+        "sink_state",
+        "1 for the state the sink is in",
+        sinks.iter().flat_map(|r| {
+            states.iter().map(move |st| {
+                let name = serde_json::to_value(st)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                (
+                    vec![
+                        ("sink".to_string(), r.name.clone()),
+                        ("state".to_string(), name),
+                    ],
+                    f64::from(u8::from(r.status.state == *st)),
+                )
+            })
+        }),
+    );
+    labelled_counter(
+        &mut reg,
+        "sink_delivered_records",
+        "Records the peer confirmed",
+        sinks
+            .iter()
+            .map(|r| (sink_label(&r.name), r.status.delivered_records)),
+    );
+    labelled_counter(
+        &mut reg,
+        "sink_gaps_delivered",
+        "Gap markers the peer confirmed",
+        sinks
+            .iter()
+            .map(|r| (sink_label(&r.name), r.status.gaps_delivered)),
+    );
+
+    let (rss, cpu) = process_usage();
+    gauge(
+        &mut reg,
+        "process_resident_memory_bytes",
+        "Resident set size",
+        rss as f64,
+    );
+    gauge(
+        &mut reg,
+        "process_cpu_seconds",
+        "User and system CPU time used",
+        cpu,
+    );
+    gauge(
+        &mut reg,
+        "uptime_seconds",
+        "Seconds since the agent started",
+        s.started.elapsed().as_secs_f64(),
+    );
+    labelled(
+        &mut reg,
+        "time_quality",
+        "1 for the gateway's current time quality",
+        [s.clock.now().1.as_str()].map(|q| (vec![("quality".to_string(), q.to_string())], 1.0)),
+    );
+
+    let mut out = String::new();
+    if let Err(e) = encode(&mut out, &reg) {
+        tracing::error!(error = %e, "metrics encoding failed");
+    }
+    out
+}

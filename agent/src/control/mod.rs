@@ -1,0 +1,34 @@
+//! The control API: HTTP/JSON on a Unix socket, for the CLI, the TUI and scrapers.
+//!
+//! Owns nothing but the socket: every answer is read from the components' own handles
+//! (buffer metrics and status, sink status and control channels, ingest counters) at
+//! request time, so a slow or crashed client cannot disturb data collection.
+//!
+//! Invariants: the socket is created mode 0660 (owner and service group only) at
+//! `<data-dir>/skygate.sock`; error replies are short JSON (`{"error": "..."}`) with no
+//! internals, details go to the log; `/healthz` answers while the process runs,
+//! `/readyz` only while ingest runs and the buffer writer commits.
+//!
+//! | method | path | |
+//! |---|---|---|
+//! | GET | `/healthz`, `/readyz` | liveness, readiness |
+//! | GET | `/metrics` | Prometheus text format |
+//! | GET | `/v1/status` | version, uptime, gateway, board, time quality, buffer, ingest |
+//! | GET | `/v1/sinks` | per sink: state, last error, backlog, oldest unsent age |
+//! | POST | `/v1/sinks/{name}/pause`, `/resume`, `/flush` | operator actions |
+//! | GET | `/v1/buffer` | `buffer stats` of the running agent |
+
+pub mod client;
+mod metrics;
+mod server;
+
+use std::path::{Path, PathBuf};
+
+pub use server::{ControlError, ControlState, serve};
+
+/// File name of the socket in the data directory.
+pub const SOCKET_NAME: &str = "skygate.sock";
+
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_NAME)
+}

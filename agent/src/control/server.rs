@@ -1,0 +1,265 @@
+//! The HTTP server on the Unix socket and its handlers.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use skygate_bsp::Board;
+use skygate_drivers::{Clock, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::{Buffer, BufferMetrics, buffer_dir, ops};
+use crate::pipeline::IngestCounters;
+use crate::sinks::delivery::{SinkHandle, SinkStatus};
+
+/// What the handlers read from. Cheap clones of the components' handles.
+#[derive(Debug, Clone)]
+pub struct ControlState {
+    pub gateway: String,
+    pub site: Option<String>,
+    pub data_dir: PathBuf,
+    pub started: Instant,
+    pub buffer: Buffer,
+    pub sinks: BTreeMap<String, SinkHandle>,
+    pub ingest: Arc<IngestCounters>,
+    pub board: Arc<dyn Board>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Binds the socket (mode 0660) and serves until `stop` is cancelled.
+pub async fn serve(
+    state: ControlState,
+    socket: PathBuf,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    let err = |source| ControlError::Socket {
+        path: socket.clone(),
+        source,
+    };
+    // A socket file left by a previous run; the buffer lock already guarantees no other
+    // agent owns this data directory.
+    match std::fs::remove_file(&socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = tokio::net::UnixListener::bind(&socket).map_err(err)?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    let app = router(state);
+    tracing::info!(socket = %socket.display(), "control API listening");
+    Ok(tokio::spawn(async move {
+        let res = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "control API stopped");
+        }
+        let _ = std::fs::remove_file(&socket);
+    }))
+}
+
+pub fn router(state: ControlState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/sinks", get(sinks))
+        .route("/v1/sinks/{name}/{action}", post(sink_action))
+        .route("/v1/buffer", get(buffer_stats))
+        .with_state(state)
+}
+
+/// A short error for the client; the detail stays in the log.
+fn error(code: StatusCode, msg: &str) -> Response {
+    (code, Json(serde_json::json!({ "error": msg }))).into_response()
+}
+
+async fn readyz(State(s): State<ControlState>) -> Response {
+    let mut why = Vec::new();
+    if !s.ingest.running.load(Ordering::Relaxed) {
+        why.push("not ingesting".to_string());
+    }
+    match tokio::time::timeout(Duration::from_secs(2), s.buffer.sync()).await {
+        Ok(Ok(())) => {}
+        _ => why.push("buffer writer not answering".into()),
+    }
+    let st = s.buffer.status().borrow().clone();
+    why.extend(
+        st.reasons
+            .into_iter()
+            .filter(|r| r.starts_with("write failed") || r.starts_with("disk full")),
+    );
+    if why.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", why.join("; ")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(s): State<ControlState>) -> Response {
+    let text = super::metrics::render(&s).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct StatusReply {
+    version: &'static str,
+    gateway: String,
+    site: Option<String>,
+    uptime_s: u64,
+    board: skygate_bsp::Identity,
+    time_quality: &'static str,
+    buffer: BufferReply,
+    ingest: IngestReply,
+}
+
+#[derive(Serialize)]
+struct BufferReply {
+    degraded: bool,
+    reasons: Vec<String>,
+    records: u64,
+    bytes: u64,
+    last_seq: u64,
+    records_evicted: u64,
+    gaps: u64,
+}
+
+#[derive(Serialize)]
+struct IngestReply {
+    running: bool,
+    readings: u64,
+    unrouted: u64,
+}
+
+async fn status(State(s): State<ControlState>) -> Json<StatusReply> {
+    let m = s.buffer.metrics();
+    let st = s.buffer.status().borrow().clone();
+    Json(StatusReply {
+        version: env!("CARGO_PKG_VERSION"),
+        gateway: s.gateway.clone(),
+        site: s.site.clone(),
+        uptime_s: s.started.elapsed().as_secs(),
+        board: s.board.identity(),
+        time_quality: s.clock.now().1.as_str(),
+        buffer: BufferReply {
+            degraded: st.degraded,
+            reasons: st.reasons,
+            records: BufferMetrics::get(&m.records_stored),
+            bytes: BufferMetrics::get(&m.bytes_stored),
+            last_seq: *s.buffer.head().borrow(),
+            records_evicted: BufferMetrics::get(&m.records_evicted),
+            gaps: BufferMetrics::get(&m.gaps_recorded),
+        },
+        ingest: IngestReply {
+            running: s.ingest.running.load(Ordering::Relaxed),
+            readings: s.ingest.readings.load(Ordering::Relaxed),
+            unrouted: s.ingest.unrouted.load(Ordering::Relaxed),
+        },
+    })
+}
+
+/// One sink as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct SinkReply {
+    pub name: String,
+    #[serde(flatten)]
+    pub status: SinkStatus,
+    pub paused: bool,
+    pub backlog_records: u64,
+    pub backlog_bytes: u64,
+    /// Seconds since the oldest record still owed was ingested.
+    pub oldest_unsent_age_s: Option<f64>,
+}
+
+pub(super) async fn sink_replies(s: &ControlState) -> Vec<SinkReply> {
+    let mut out = Vec::new();
+    let now = Timestamp::now().as_nanos();
+    for (name, h) in &s.sinks {
+        let (backlog_records, backlog_bytes) = s.buffer.backlog(h.id);
+        let oldest = if backlog_records > 0 {
+            s.buffer.oldest_pending(h.id).await.ok().flatten()
+        } else {
+            None
+        };
+        out.push(SinkReply {
+            name: name.clone(),
+            status: h.status.borrow().clone(),
+            paused: h.control.borrow().paused,
+            backlog_records,
+            backlog_bytes,
+            oldest_unsent_age_s: oldest.map(|t| (now - t).max(0) as f64 / 1e9),
+        });
+    }
+    out
+}
+
+async fn sinks(State(s): State<ControlState>) -> Json<Vec<SinkReply>> {
+    Json(sink_replies(&s).await)
+}
+
+async fn sink_action(
+    State(s): State<ControlState>,
+    UrlPath((name, action)): UrlPath<(String, String)>,
+) -> Response {
+    let Some(h) = s.sinks.get(&name) else {
+        return error(StatusCode::NOT_FOUND, "unknown sink");
+    };
+    match action.as_str() {
+        "pause" => h.control.send_modify(|c| c.paused = true),
+        "resume" => h.control.send_modify(|c| c.paused = false),
+        "flush" => h.control.send_modify(|c| c.flush += 1),
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "unknown action; use pause, resume or flush",
+            );
+        }
+    }
+    tracing::info!(sink = %name, %action, "operator action");
+    Json(serde_json::json!({ "sink": name, "action": action, "ok": true })).into_response()
+}
+
+async fn buffer_stats(State(s): State<ControlState>) -> Response {
+    let dir = buffer_dir(&s.data_dir);
+    match tokio::task::spawn_blocking(move || ops::stats(&dir)).await {
+        Ok(Ok(stats)) => Json(stats).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "buffer stats failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "buffer stats failed")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "buffer stats task failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "buffer stats failed")
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The control API and the CLI over it, against a running agent.
+
+use std::path::Path;
+use std::time::Duration;
+
+use skygate_e2e::{Agent, read_bucket, require_root, sim_rig, skygate, wait_until};
+
+fn api(data: &Path, method: &str, path: &str) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(skygate_agent::control::client::request(
+        &data.join("skygate.sock"),
+        method,
+        path,
+    ))
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+fn sinks_json(data: &Path) -> serde_json::Value {
+    let out = skygate(&[
+        "sinks",
+        "--json",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn scrape(data: &Path) -> prometheus_parse::Scrape {
+    let text = String::from_utf8(api(data, "GET", "/metrics")).expect("utf8");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("prometheus text")
+}
+
+fn sample(s: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let found = s
+        .samples
+        .iter()
+        .find(|x| x.metric == name && label.is_none_or(|(k, v)| x.labels.get(k) == Some(v)))
+        .unwrap_or_else(|| panic!("metric {name} {label:?} missing"));
+    match found.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        _ => panic!("{name}: not a plain value"),
+    }
+}
+
+#[test]
+fn pausing_a_sink_stops_its_delivery_and_resuming_starts_it_again() {
+    let (root, data, cfg) = sim_rig("gw-ctl", 2, 100);
+    let bucket = root.path().join("bucket");
+    let a = Agent::start(&cfg, &data);
+    wait_until(Duration::from_secs(30), "first delivery", || {
+        read_bucket(&bucket).records.len() > 50
+    });
+    let d = data.to_str().expect("utf8");
+
+    let out = skygate(&["sinks", "pause", "archive", "--data-dir", d]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(Duration::from_secs(15), "the sink to pause", || {
+        sinks_json(&data)[0]["state"] == "paused"
+    });
+    let delivered = read_bucket(&bucket).records.len();
+    let backlog = sinks_json(&data)[0]["backlog_records"]
+        .as_u64()
+        .expect("backlog");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        read_bucket(&bucket).records.len(),
+        delivered,
+        "nothing delivered while paused"
+    );
+    let s = sinks_json(&data);
+    assert!(
+        s[0]["backlog_records"].as_u64().expect("backlog") > backlog + 100,
+        "backlog grows while paused: {s}"
+    );
+    assert!(
+        s[0]["paused"] == true && s[0]["oldest_unsent_age_s"].as_f64().expect("age") >= 2.0,
+        "{s}"
+    );
+
+    let out = skygate(&["sinks", "resume", "archive", "--data-dir", d]);
+    assert!(out.status.success());
+    let out = skygate(&["sinks", "flush", "archive", "--data-dir", d]);
+    assert!(out.status.success());
+    wait_until(Duration::from_secs(30), "delivery after resume", || {
+        read_bucket(&bucket).records.len() > delivered + 400
+            && sinks_json(&data)[0]["backlog_records"]
+                .as_u64()
+                .unwrap_or(u64::MAX)
+                < 300
+    });
+    let out = skygate(&["sinks", "pause", "nope", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown sink"));
+    assert_eq!(a.stop(), Some(0));
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_move_with_traffic_and_status_answers() {
+    let (_root, data, cfg) = sim_rig("gw-metrics", 2, 100);
+    let a = Agent::start(&cfg, &data);
+    wait_until(Duration::from_secs(20), "the control socket", || {
+        data.join("skygate.sock").exists()
+    });
+    wait_until(Duration::from_secs(20), "a delivery", || {
+        sinks_json(&data)[0]["delivered_records"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    });
+    let first = scrape(&data);
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = scrape(&data);
+    for s in &second.samples {
+        assert!(
+            s.metric.starts_with("skygate_"),
+            "unprefixed metric {}",
+            s.metric
+        );
+    }
+    let readings = |s: &prometheus_parse::Scrape| sample(s, "skygate_ingest_readings_total", None);
+    assert!(
+        readings(&second) > readings(&first) + 100.0,
+        "ingest counter moves"
+    );
+    assert!(sample(&second, "skygate_buffer_records_committed_total", None) >= readings(&first));
+    assert_eq!(
+        sample(&second, "skygate_sink_state", Some(("state", "connected"))),
+        1.0
+    );
+    assert!(
+        sample(
+            &second,
+            "skygate_sink_delivered_records_total",
+            Some(("sink", "archive"))
+        ) > 0.0
+    );
+    assert!(sample(&second, "skygate_process_resident_memory_bytes", None) > 1e6);
+    assert_eq!(sample(&second, "skygate_buffer_degraded", None), 0.0);
+
+    assert_eq!(api(&data, "GET", "/healthz"), b"ok\n");
+    assert_eq!(api(&data, "GET", "/readyz"), b"ready\n");
+    let out = skygate(&[
+        "status",
+        "--json",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["gateway"], "gw-metrics");
+    assert_eq!(v["ingest"]["running"], true);
+    assert!(v["buffer"]["last_seq"].as_u64().expect("seq") > 0);
+    assert!(v["uptime_s"].as_u64().is_some() && v["time_quality"].as_str().is_some());
+    assert_eq!(a.stop(), Some(0));
+    assert!(
+        !data.join("skygate.sock").exists(),
+        "socket removed at stop"
+    );
+}
+
+#[test]
+fn another_user_cannot_use_the_control_socket() {
+    if !require_root("control socket permissions") {
+        return;
+    }
+    let (root, data, cfg) = sim_rig("gw-perm", 1, 10);
+    // Let anyone traverse to the socket, so only the socket's own mode is tested.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let a = Agent::start(&cfg, &data);
+    wait_until(Duration::from_secs(20), "the control socket", || {
+        data.join("skygate.sock").exists()
+    });
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mode = std::fs::metadata(data.join("skygate.sock"))
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o660);
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(skygate_e2e::skygate_bin())
+        .args(["status", "--data-dir", data.to_str().expect("utf8")])
+        .output()
+        .expect("setpriv");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Root (the owner) still can.
+    let out = skygate(&["status", "--data-dir", data.to_str().expect("utf8")]);
+    assert!(out.status.success());
+    assert_eq!(a.stop(), Some(0));
+}
