@@ -29,13 +29,15 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG as u8)
             }
         },
-        cmd @ (Command::Status { .. } | Command::Sinks { .. }) => match cli::run_control(cmd) {
-            Ok(code) => ExitCode::from(code as u8),
-            Err(e) => {
-                eprintln!("skygate: {e}");
-                ExitCode::FAILURE
+        cmd @ (Command::Status { .. } | Command::Sinks { .. } | Command::Audit { .. }) => {
+            match cli::run_control(cmd) {
+                Ok(code) => ExitCode::from(code as u8),
+                Err(e) => {
+                    eprintln!("skygate: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Buffer { command } => match cli::run_buffer(command) {
             Ok(code) => ExitCode::from(code as u8),
             Err(e) => {

@@ -214,3 +214,67 @@ fn another_user_cannot_use_the_control_socket() {
     assert!(out.status.success());
     assert_eq!(a.stop(), Some(0));
 }
+
+#[test]
+fn operator_actions_and_agent_events_are_audited_and_an_edited_row_fails_verify() {
+    let (_root, data, cfg) = sim_rig("gw-audit", 1, 20);
+    let a = Agent::start(&cfg, &data);
+    wait_until(Duration::from_secs(20), "the control socket", || {
+        data.join("skygate.sock").exists()
+    });
+    let d = data.to_str().expect("utf8");
+    assert!(
+        skygate(&["sinks", "pause", "archive", "--data-dir", d])
+            .status
+            .success()
+    );
+    assert!(
+        !skygate(&["sinks", "resume", "nope", "--data-dir", d])
+            .status
+            .success()
+    );
+    assert_eq!(a.stop(), Some(0));
+
+    let out = skygate(&["audit", "--json", "--data-dir", d]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = rows.as_array().expect("rows");
+    let actions: Vec<&str> = rows.iter().filter_map(|r| r["action"].as_str()).collect();
+    assert_eq!(
+        actions,
+        ["agent.start", "sink.pause", "sink.resume", "agent.stop"],
+        "{rows:?}"
+    );
+    assert_eq!(rows[1]["actor"], "uid:0(root)");
+    assert_eq!(rows[1]["origin"], "unix-socket");
+    assert_eq!(rows[1]["target"], "archive");
+    assert_eq!(rows[1]["result"], "ok");
+    assert_eq!(rows[2]["result"], "rejected: unknown sink");
+
+    let out = skygate(&["audit", "--verify", "--data-dir", d]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Someone rewrites history: the pause never happened.
+    let conn = rusqlite::Connection::open(data.join("audit.db")).expect("open");
+    conn.execute(
+        "UPDATE audit SET action = 'sink.flush' WHERE action = 'sink.pause'",
+        [],
+    )
+    .expect("edit");
+    drop(conn);
+    let out = skygate(&["audit", "--verify", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("row 2 was altered"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

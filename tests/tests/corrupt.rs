@@ -44,6 +44,15 @@ fn a_corrupt_database_is_quarantined_and_the_agent_runs_on_and_fsck_reports_it()
         "the damaged file is kept, not deleted"
     );
 
+    let out = skygate(&[
+        "audit",
+        "--json",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+    ]);
+    let audit = String::from_utf8_lossy(&out.stdout);
+    assert!(audit.contains("buffer.quarantine"), "{audit}");
+
     let out = skygate(&["buffer", "fsck", "--data-dir", data.to_str().expect("utf8")]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "fsck flags it: {text}");

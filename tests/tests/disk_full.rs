@@ -146,6 +146,27 @@ fn a_full_disk_degrades_evicts_into_gaps_and_recovers_without_losing_track_of_an
         got.gaps.len(),
         unexplained.len()
     );
+    // Every eviction is in the audit trail too.
+    let out = skygate(&[
+        "audit",
+        "--json",
+        "--limit",
+        "10000",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+    ]);
+    let audit: serde_json::Value = serde_json::from_slice(&out.stdout).expect("audit json");
+    let evictions = audit
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["action"] == "buffer.evict")
+        .count();
+    assert!(
+        evictions > 0 && evictions <= got.gaps.len(),
+        "{evictions} evictions audited for {} gaps",
+        got.gaps.len()
+    );
     assert!(
         unexplained.is_empty(),
         "holes without a gap marker: {:?}",

@@ -243,9 +243,19 @@ pub(crate) enum ReadCmd {
     Shutdown,
 }
 
+/// Something the buffer did that operators must be told of (audit trail).
+#[derive(Debug, Clone)]
+pub enum BufferEvent {
+    /// Records were evicted; the gap describes them. Sent after the eviction committed.
+    Evicted(Gap),
+}
+
 /// What the buffer needs to open.
 #[derive(Debug, Clone)]
 pub struct BufferOptions {
+    /// Where to report evictions. Bounded; the writer never waits on it (a full queue
+    /// drops the event, the gap itself is still recorded in the database).
+    pub events: Option<mpsc::Sender<BufferEvent>>,
     /// `<data-dir>/buffer`.
     pub dir: PathBuf,
     pub settings: BufferSettings,
@@ -315,6 +325,7 @@ impl Buffer {
                 status_tx,
                 metrics: metrics.clone(),
                 board,
+                events: opts.events.clone(),
             },
         )?;
         let writer = std::thread::Builder::new()

@@ -26,6 +26,7 @@ fn routes() -> Vec<(Vec<String>, Vec<String>)> {
 
 fn options(dir: &Path, max_bytes: u64) -> BufferOptions {
     BufferOptions {
+        events: None,
         dir: dir.to_path_buf(),
         settings: BufferSettings {
             durability: Durability::Process,

@@ -35,6 +35,7 @@ pub(crate) struct WriterParts {
     pub status_tx: watch::Sender<BufferStatus>,
     pub metrics: Arc<BufferMetrics>,
     pub board: Arc<dyn Board>,
+    pub events: Option<mpsc::Sender<super::BufferEvent>>,
 }
 
 /// How often free disk space is measured while records flow.
@@ -127,6 +128,7 @@ struct Delta {
     gaps: u64,
     cap_evicted: bool,
     blobs_to_delete: Vec<String>,
+    new_gaps: Vec<crate::model::Gap>,
     appended: Option<(u64, u64)>,
     new_hwm: Option<u64>,
 }
@@ -639,6 +641,17 @@ impl State {
             .execute(params![stream, a.first as i64, a.last as i64, a.count as i64, a.first_ts, a.last_ts, reason, now, a.pending as i64])?;
             d.gaps += 1;
             d.evicted += a.count;
+            d.new_gaps.push(crate::model::Gap {
+                id: tx.last_insert_rowid(),
+                stream: stream.clone(),
+                first_seq: a.first,
+                last_seq: a.last,
+                count: Some(a.count),
+                first_ts: Some(a.first_ts),
+                last_ts: Some(a.last_ts),
+                reason: reason.to_string(),
+                recorded_at: now,
+            });
             tracing::warn!(
                 stream = %stream, first_seq = a.first, last_seq = a.last, count = a.count,
                 %reason, "evicted records; recorded a gap"
@@ -679,6 +692,15 @@ impl State {
         }
         if let Some(h) = d.new_hwm {
             self.p.hwm = h;
+        }
+        if let Some(events) = &self.p.events {
+            for gap in d.new_gaps {
+                if events.try_send(super::BufferEvent::Evicted(gap)).is_err() {
+                    tracing::warn!(
+                        "buffer event queue full; eviction not reported to the audit log (the gap is recorded)"
+                    );
+                }
+            }
         }
         for b in &d.blobs_to_delete {
             if let Err(e) = std::fs::remove_file(self.p.spool_dir.join(b))

@@ -13,6 +13,8 @@ use crate::config;
 pub enum CliError {
     #[error(transparent)]
     Client(#[from] crate::control::client::ClientError),
+    #[error(transparent)]
+    Audit(#[from] crate::control::audit::AuditError),
     #[error("unexpected answer from the agent: {0}")]
     Json(#[from] serde_json::Error),
     #[error(transparent)]

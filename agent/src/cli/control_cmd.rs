@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::buffer_cmd::{CliError, data_dir, print_json};
 use super::{Command, SinkAction};
 use crate::buffer::writer_human_bytes as human;
-use crate::control::{client, socket_path};
+use crate::control::{audit, client, socket_path};
 
 /// Runs `status` or `sinks`; returns the exit code.
 pub fn run(cmd: Command) -> Result<i32, CliError> {
@@ -127,6 +127,51 @@ pub fn run(cmd: Command) -> Result<i32, CliError> {
                         .map_or("-".into(), |a| format!("{a:.1}")),
                     s["delivered_records"],
                     s["last_error"].as_str().unwrap_or("")
+                )?;
+            }
+            Ok(0)
+        }
+        Command::Audit {
+            dir,
+            verify,
+            limit,
+            json,
+        } => {
+            let d = data_dir(&dir)?;
+            if verify {
+                let r = audit::verify(&d)?;
+                if json {
+                    print_json(&mut out, &r)?;
+                } else if r.ok {
+                    writeln!(
+                        out,
+                        "audit log intact: {} entries, hash chain and head verified",
+                        r.rows
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "AUDIT LOG TAMPERED: {}",
+                        r.problem.as_deref().unwrap_or("?")
+                    )?;
+                }
+                return Ok(if r.ok { 0 } else { 2 });
+            }
+            let rows = audit::list(&d, limit)?;
+            if json {
+                print_json(&mut out, &rows)?;
+                return Ok(0);
+            }
+            writeln!(
+                out,
+                "{:>6} {:<30} {:<16} {:<16} {:<20} {:<24} DETAIL",
+                "ID", "TIME", "ACTOR", "ACTION", "TARGET", "RESULT"
+            )?;
+            for r in rows {
+                writeln!(
+                    out,
+                    "{:>6} {:<30} {:<16} {:<16} {:<20} {:<24} {}",
+                    r.id, r.ts, r.actor, r.action, r.target, r.result, r.detail
                 )?;
             }
             Ok(0)

@@ -62,6 +62,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The audit trail: operator and agent actions. `--verify` checks the hash chain
+    /// (exit 2 when it is broken).
+    Audit {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        verify: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and repair the buffer.
     Buffer {
         #[command(subcommand)]

@@ -18,6 +18,7 @@
 //! | POST | `/v1/sinks/{name}/pause`, `/resume`, `/flush` | operator actions |
 //! | GET | `/v1/buffer` | `buffer stats` of the running agent |
 
+pub mod audit;
 pub mod client;
 mod metrics;
 mod server;

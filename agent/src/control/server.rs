@@ -7,16 +7,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use serde::Serialize;
 use skygate_bsp::Board;
 use skygate_drivers::{Clock, Timestamp};
 use tokio_util::sync::CancellationToken;
 
+use super::audit::{self, Audit, AuditEvent};
 use crate::buffer::{Buffer, BufferMetrics, buffer_dir, ops};
 use crate::pipeline::IngestCounters;
 use crate::sinks::delivery::{SinkHandle, SinkStatus};
@@ -33,6 +36,36 @@ pub struct ControlState {
     pub ingest: Arc<IngestCounters>,
     pub board: Arc<dyn Board>,
     pub clock: Arc<dyn Clock>,
+    pub audit: Audit,
+}
+
+/// Who is on the other end of the socket, from the kernel (SO_PEERCRED).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(Option<u32>);
+
+impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        Peer(stream.io().peer_cred().ok().map(|c| c.uid()))
+    }
+}
+
+impl Peer {
+    /// `uid:1000(obs)`, the name from /etc/passwd where there is one.
+    fn actor(self) -> String {
+        let Some(uid) = self.0 else {
+            return "unknown".into();
+        };
+        let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.get(2) == Some(&uid.to_string().as_str())).then(|| f[0].to_string())
+            })
+        });
+        match name {
+            Some(n) => format!("uid:{uid}({n})"),
+            None => format!("uid:{uid}"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +99,7 @@ pub async fn serve(
     let app = router(state);
     tracing::info!(socket = %socket.display(), "control API listening");
     Ok(tokio::spawn(async move {
-        let res = axum::serve(listener, app)
+        let res = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
         if let Err(e) = res {
@@ -85,6 +118,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/sinks", get(sinks))
         .route("/v1/sinks/{name}/{action}", post(sink_action))
         .route("/v1/buffer", get(buffer_stats))
+        .route("/v1/audit", get(audit_list))
         .with_state(state)
 }
 
@@ -229,9 +263,20 @@ async fn sinks(State(s): State<ControlState>) -> Json<Vec<SinkReply>> {
 
 async fn sink_action(
     State(s): State<ControlState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     UrlPath((name, action)): UrlPath<(String, String)>,
 ) -> Response {
+    let actor = peer.actor();
+    let event = |result: &str| AuditEvent {
+        actor: actor.clone(),
+        origin: "unix-socket".into(),
+        action: format!("sink.{action}"),
+        target: name.clone(),
+        result: result.into(),
+        detail: String::new(),
+    };
     let Some(h) = s.sinks.get(&name) else {
+        s.audit.record(event("rejected: unknown sink")).await;
         return error(StatusCode::NOT_FOUND, "unknown sink");
     };
     match action.as_str() {
@@ -239,14 +284,36 @@ async fn sink_action(
         "resume" => h.control.send_modify(|c| c.paused = false),
         "flush" => h.control.send_modify(|c| c.flush += 1),
         _ => {
+            s.audit.record(event("rejected: unknown action")).await;
             return error(
                 StatusCode::NOT_FOUND,
                 "unknown action; use pause, resume or flush",
             );
         }
     }
-    tracing::info!(sink = %name, %action, "operator action");
+    s.audit.record(event("ok")).await;
+    tracing::info!(sink = %name, %action, %actor, "operator action");
     Json(serde_json::json!({ "sink": name, "action": action, "ok": true })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<u64>,
+}
+
+async fn audit_list(
+    State(s): State<ControlState>,
+    axum::extract::Query(q): axum::extract::Query<Limit>,
+) -> Response {
+    let dir = s.data_dir.clone();
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    match tokio::task::spawn_blocking(move || audit::list(&dir, limit)).await {
+        Ok(Ok(rows)) => Json(rows).into_response(),
+        other => {
+            tracing::error!(error = ?other.map(|r| r.map(|_| ())), "audit list failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "audit log unavailable")
+        }
+    }
 }
 
 async fn buffer_stats(State(s): State<ControlState>) -> Response {

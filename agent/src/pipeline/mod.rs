@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::buffer::{Buffer, BufferError, BufferGuard, BufferOptions, buffer_dir};
+use crate::buffer::{Buffer, BufferError, BufferEvent, BufferGuard, BufferOptions, buffer_dir};
 use crate::config::{DriverKind, Settings};
+use crate::control::audit::{Audit, AuditError, AuditEvent, AuditGuard};
 use crate::sinks::{self, delivery::SinkHandle};
 
 pub use ingest::IngestCounters;
@@ -48,6 +49,8 @@ pub enum AgentError {
     Sink(#[from] sinks::SinkBuildError),
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -107,7 +110,11 @@ pub async fn start_with(
         path: data_dir.to_path_buf(),
         source,
     })?;
+    let dir = data_dir.to_path_buf();
+    let (audit, audit_guard) = tokio::task::spawn_blocking(move || Audit::open(&dir)).await??;
+    let (events_tx, mut events_rx) = mpsc::channel(256);
     let opts = BufferOptions {
+        events: Some(events_tx),
         dir: buffer_dir(data_dir),
         settings: settings.buffer.clone(),
         gateway_id: settings.gateway.id.clone(),
@@ -122,7 +129,48 @@ pub async fn start_with(
     let (buffer, guard) = tokio::task::spawn_blocking(move || Buffer::open(opts, b)).await??;
     if let Some(q) = &guard.report.quarantined {
         tracing::error!(dir = %q.dir.display(), reason = %q.reason, salvaged = q.salvaged_records, "started on a fresh buffer after quarantine");
+        let detail = format!(
+            "{}; salvaged {} records; resumed at seq {}",
+            q.reason, q.salvaged_records, q.resumed_at_seq
+        );
+        audit
+            .record(AuditEvent::agent(
+                "buffer.quarantine",
+                &q.dir.display().to_string(),
+                "quarantined",
+                detail,
+            ))
+            .await;
     }
+    audit
+        .record(AuditEvent::agent(
+            "agent.start",
+            &settings.gateway.id,
+            "ok",
+            format!("version {}", env!("CARGO_PKG_VERSION")),
+        ))
+        .await;
+    // Evictions reach the audit trail from here; ends when the buffer writer stops.
+    let evict_audit = audit.clone();
+    let events = tokio::spawn(async move {
+        while let Some(BufferEvent::Evicted(g)) = events_rx.recv().await {
+            let detail = format!(
+                "seqs {}..={}, {} records: {}",
+                g.first_seq,
+                g.last_seq,
+                g.count.unwrap_or(0),
+                g.reason
+            );
+            evict_audit
+                .record(AuditEvent::agent(
+                    "buffer.evict",
+                    &g.stream,
+                    "gap recorded",
+                    detail,
+                ))
+                .await;
+        }
+    });
 
     // Routes per driver, resolved once.
     let mut routes = HashMap::new();
@@ -210,6 +258,7 @@ pub async fn start_with(
         ingest: counters.clone(),
         board: board.clone(),
         clock: clock.clone(),
+        audit: audit.clone(),
     };
     let control = crate::control::serve(
         control_state,
@@ -233,6 +282,9 @@ pub async fn start_with(
     let task = tokio::spawn(async move {
         stop_token.cancelled().await;
         shutdown(Shutdown {
+            audit,
+            audit_guard,
+            events,
             control_stop,
             control,
             drivers_stop,
@@ -256,6 +308,9 @@ pub async fn start_with(
 }
 
 struct Shutdown {
+    audit: Audit,
+    audit_guard: AuditGuard,
+    events: tokio::task::JoinHandle<()>,
     control_stop: CancellationToken,
     control: tokio::task::JoinHandle<()>,
     drivers_stop: CancellationToken,
@@ -303,5 +358,17 @@ async fn shutdown(s: Shutdown) {
     }
     s.supervisor.abort();
     s.guard.close().await;
+    // The writer is gone, so the eviction forwarder drains and ends.
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.events).await;
+    s.audit
+        .record(AuditEvent::agent("agent.stop", "", "ok", ""))
+        .await;
+    drop(s.audit);
+    if tokio::time::timeout(Duration::from_secs(5), s.audit_guard.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("audit log did not close within 5s");
+    }
     tracing::info!("stopped");
 }

@@ -452,6 +452,7 @@ mod lane_tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (buffer, guard) = Buffer::open(
             BufferOptions {
+                events: None,
                 dir: dir.path().to_path_buf(),
                 settings: BufferSettings {
                     durability: Durability::Process,
