@@ -278,3 +278,117 @@ fn operator_actions_and_agent_events_are_audited_and_an_edited_row_fails_verify(
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Metric names a PromQL expression refers to (`skygate_` identifiers).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("skygate_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[test]
+fn every_query_of_the_shipped_grafana_dashboard_names_a_metric_the_agent_exports() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/grafana/skygate-dashboard.json"
+    );
+    let dash: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("dashboard")).expect("dashboard json");
+    let mut wanted = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            let names = metric_names(expr);
+            assert!(
+                !names.is_empty(),
+                "panel {:?}: query names no skygate metric: {expr}",
+                p["title"]
+            );
+            wanted.extend(names);
+        }
+    }
+    let templ = dash["templating"]["list"].to_string();
+    wanted.extend(metric_names(&templ));
+
+    let (_root, data, cfg) = sim_rig("gw-grafana", 1, 20);
+    let a = Agent::start(&cfg, &data);
+    wait_until(Duration::from_secs(20), "the control socket", || {
+        data.join("skygate.sock").exists()
+    });
+    let exported: std::collections::BTreeSet<String> = scrape(&data)
+        .samples
+        .into_iter()
+        .map(|s| s.metric)
+        .collect();
+    assert_eq!(a.stop(), Some(0));
+    for name in &wanted {
+        assert!(
+            exported.contains(name),
+            "dashboard queries {name}, which the agent does not export; it exports {exported:?}"
+        );
+    }
+}
+
+#[test]
+fn the_heartbeat_stream_reports_the_gateway_and_is_routed_like_any_stream() {
+    let root = tempfile::tempdir().expect("tmp");
+    let data = root.path().join("data");
+    let bucket = root.path().join("bucket");
+    let cfg = root.path().join("c.toml");
+    let text = format!(
+        "[gateway]\nid = \"gw-hb\"\n[health]\ninterval = \"1s\"\n{}",
+        skygate_e2e::archive_sink(&bucket, "batch_max_age = \"200ms\"\n")
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let a = Agent::start(&cfg, &data);
+    wait_until(
+        Duration::from_secs(30),
+        "two heartbeats in the bucket",
+        || {
+            read_bucket(&bucket)
+                .records
+                .iter()
+                .filter(|r| r["channel"] == "cpu_percent")
+                .count()
+                >= 2
+        },
+    );
+    assert_eq!(a.stop(), Some(0));
+    let got = read_bucket(&bucket);
+    let channels: std::collections::BTreeSet<&str> = got
+        .records
+        .iter()
+        .filter_map(|r| r["channel"].as_str())
+        .collect();
+    for c in [
+        "cpu_percent",
+        "rss_bytes",
+        "mem_available_bytes",
+        "disk_free_bytes",
+        "buffer_records",
+        "buffer_degraded",
+        "time_quality",
+        "link.archive",
+        "backlog.archive",
+    ] {
+        assert!(channels.contains(c), "missing {c}: {channels:?}");
+    }
+    for r in &got.records {
+        assert_eq!(r["stream"], "gateway.health");
+        assert_eq!(r["source"], "skygate");
+    }
+    let rss = got
+        .records
+        .iter()
+        .find(|r| r["channel"] == "rss_bytes")
+        .expect("rss");
+    assert!(rss["value"].as_i64().expect("int") > 1_000_000, "{rss}");
+}

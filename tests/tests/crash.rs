@@ -27,9 +27,14 @@ fn kill_nine_at_random_moments_loses_nothing_and_duplicates_only_what_was_in_fli
         sim_config("gw-crash", 4, 2500, &format!("{blobs}{sinks}")),
     )
     .expect("config");
-    // Same gateway, sinks and routes, no drivers: lets the backlog drain to zero.
+    // Same gateway, sinks and routes, nothing ingesting (no drivers, no heartbeat): lets
+    // the backlog drain to zero.
     let drain = root.path().join("drain.toml");
-    std::fs::write(&drain, format!("[gateway]\nid = \"gw-crash\"\n{sinks}")).expect("config");
+    std::fs::write(
+        &drain,
+        format!("[gateway]\nid = \"gw-crash\"\n[health]\nenabled = false\n{sinks}"),
+    )
+    .expect("config");
 
     let mut rng = rand::rng();
     for i in 0..KILLS {

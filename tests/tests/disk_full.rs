@@ -116,7 +116,7 @@ fn a_full_disk_degrades_evicts_into_gaps_and_recovers_without_losing_track_of_an
     // Deliver what remains (no more ingest) so the bucket can be checked against seqs.
     let drain = root.path().join("drain.toml");
     let drain_cfg = format!(
-        "[gateway]\nid = \"gw-full\"\n{}",
+        "[gateway]\nid = \"gw-full\"\n[health]\nenabled = false\n{}",
         archive_sink(&bucket, "batch_max_age = \"100ms\"\n")
     );
     std::fs::write(&drain, drain_cfg).expect("drain config");

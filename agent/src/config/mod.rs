@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use settings::{
     BucketSinkSettings, BufferSettings, DriverKind, DriverSettings, Durability, GatewaySettings,
-    RouteSettings, Settings, SinkCommon, SinkKind, SinkSettings,
+    HEALTH_SOURCE, HealthSettings, RouteSettings, Settings, SinkCommon, SinkKind, SinkSettings,
 };
 
 /// Exit code for a configuration that is not valid (`EX_CONFIG` from sysexits.h). The

@@ -24,6 +24,7 @@ pub struct Located<T> {
 pub struct TopRaw {
     pub gateway: Option<GatewayRaw>,
     pub buffer: Option<BufferRaw>,
+    pub health: Option<HealthRaw>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteRaw>>,
 }
@@ -45,6 +46,16 @@ pub struct BufferRaw {
     pub commit_max_records: Option<Spanned<u32>>,
     pub commit_max_delay: Option<HumanDuration>,
     pub blob_spool_threshold: Option<ByteSize>,
+}
+
+/// The `gateway.health` heartbeat.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthRaw {
+    pub enabled: Option<bool>,
+    pub interval: Option<Spanned<HumanDuration>>,
+    pub stream: Option<Name>,
+    pub priority: Option<Priority>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -134,9 +145,18 @@ pub struct Merged {
     pub site: Option<String>,
     pub data_dir: Option<String>,
     pub buffer: BufferMerged,
+    pub health: HealthMerged,
     pub drivers: BTreeMap<String, Located<DriverRaw>>,
     pub sinks: BTreeMap<String, Located<SinkRaw>>,
     pub routes: Vec<Located<RouteRaw>>,
+}
+
+#[derive(Debug, Default)]
+pub struct HealthMerged {
+    pub enabled: Option<bool>,
+    pub interval: Option<Located<HumanDuration>>,
+    pub stream: Option<Name>,
+    pub priority: Option<Priority>,
 }
 
 #[derive(Debug, Default)]
@@ -173,6 +193,15 @@ impl Merged {
             }
             m.commit_max_delay = b.commit_max_delay.or(m.commit_max_delay);
             m.blob_spool_threshold = b.blob_spool_threshold.or(m.blob_spool_threshold);
+        }
+        if let Some(h) = top.health {
+            let m = &mut self.health;
+            m.enabled = h.enabled.or(m.enabled);
+            if let Some(i) = h.interval {
+                m.interval = Some(located(file, i));
+            }
+            m.stream = h.stream.or(m.stream.take());
+            m.priority = h.priority.or(m.priority);
         }
         for (name, d) in drivers {
             let l = located(file, name);

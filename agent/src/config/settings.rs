@@ -13,6 +13,7 @@ use super::{ConfigError, SourceFile};
 pub struct Settings {
     pub gateway: GatewaySettings,
     pub buffer: BufferSettings,
+    pub health: HealthSettings,
     pub drivers: BTreeMap<String, DriverSettings>,
     pub sinks: BTreeMap<String, SinkSettings>,
     pub routes: Vec<RouteSettings>,
@@ -64,6 +65,19 @@ impl Default for BufferSettings {
         }
     }
 }
+
+/// The heartbeat: the gateway's own state as readings on a stream, routed like any other,
+/// so the fleet sees gateways through Kafka and buckets too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSettings {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub stream: String,
+    pub priority: u8,
+}
+
+/// The heartbeat's readings carry this as `source`; no driver may take the name.
+pub const HEALTH_SOURCE: &str = "skygate";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverKind {
@@ -184,8 +198,37 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         return Err(files[last_file].error_at(None, "buffer.commit_max_delay must be at most 1s"));
     }
 
+    let h = m.health;
+    let health = HealthSettings {
+        enabled: h.enabled.unwrap_or(true),
+        interval: match h.interval {
+            Some(Located { value, file, span }) => {
+                if value.0 < Duration::from_secs(1) {
+                    return Err(at(
+                        file,
+                        &span,
+                        format!("health.interval must be at least 1s, got {value}"),
+                    ));
+                }
+                value.0
+            }
+            None => Duration::from_secs(60),
+        },
+        stream: h
+            .stream
+            .map_or_else(|| "gateway.health".to_string(), |n| n.0),
+        priority: h.priority.map_or(7, |p| p.0),
+    };
+
     let mut drivers = BTreeMap::new();
     for (name, l) in m.drivers {
+        if name == HEALTH_SOURCE {
+            return Err(at(
+                l.file,
+                &l.span,
+                format!("driver name {HEALTH_SOURCE:?} is reserved for the agent's heartbeat"),
+            ));
+        }
         let c = &l.value.common;
         if c.enabled == Some(false) {
             continue;
@@ -323,6 +366,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
     Ok(Settings {
         gateway,
         buffer,
+        health,
         drivers,
         sinks,
         routes,

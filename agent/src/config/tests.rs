@@ -181,3 +181,28 @@ fn every_shipped_config_file_is_valid() {
     let embedded = load_embedded_default().expect("embedded default");
     assert_eq!(embedded.drivers.len(), 3);
 }
+
+#[test]
+fn the_heartbeat_section_is_validated_and_its_source_name_is_reserved() {
+    let e = err(&format!("{SINK}[health]\ninterval = \"100ms\"\n"));
+    assert_eq!((e.line, e.column), (4, 12), "{e}");
+    assert!(e.message.contains("at least 1s"), "{e}");
+    let e = err(&format!(
+        "{SINK}[drivers.skygate]\nkind = \"sim\"\n[drivers.skygate.channels.t]\nsignal = \"sine\"\nrate_hz = 1\n"
+    ));
+    assert!(e.message.contains("reserved"), "{e}");
+    let d = tempfile::tempdir().expect("tmp");
+    let p = write(
+        d.path(),
+        "s.toml",
+        &format!("{SINK}[health]\nenabled = false\n"),
+    );
+    assert!(!load(&p).expect("valid").health.enabled);
+    let p = write(d.path(), "t.toml", SINK);
+    let h = load(&p).expect("valid").health;
+    assert!(
+        h.enabled
+            && h.stream == "gateway.health"
+            && h.interval == std::time::Duration::from_secs(60)
+    );
+}

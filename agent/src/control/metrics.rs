@@ -60,7 +60,7 @@ fn sink_label(name: &str) -> Labels {
 }
 
 /// Resident memory (bytes) and CPU time (seconds) of this process, from /proc.
-fn process_usage() -> (u64, f64) {
+pub(super) fn process_usage() -> (u64, f64) {
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -254,11 +254,12 @@ pub(super) async fn render(s: &ControlState) -> String {
         "Resident set size",
         rss as f64,
     );
-    gauge(
-        &mut reg,
+    let cpu_total: Counter<f64, AtomicU64> = Counter::default();
+    cpu_total.inc_by(cpu);
+    reg.register(
         "process_cpu_seconds",
         "User and system CPU time used",
-        cpu,
+        cpu_total,
     );
     gauge(
         &mut reg,

@@ -20,6 +20,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod heartbeat;
 mod metrics;
 mod server;
 

@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::buffer::{Buffer, BufferError, BufferEvent, BufferGuard, BufferOptions, buffer_dir};
-use crate::config::{DriverKind, Settings};
+use crate::config::{DriverKind, HEALTH_SOURCE, Settings};
 use crate::control::audit::{Audit, AuditError, AuditEvent, AuditGuard};
+use crate::control::heartbeat::Heartbeat;
 use crate::sinks::{self, delivery::SinkHandle};
 
 pub use ingest::IngestCounters;
@@ -172,24 +173,33 @@ pub async fn start_with(
         }
     });
 
-    // Routes per driver, resolved once.
+    // Routes per driver (and the heartbeat), resolved once.
     let mut routes = HashMap::new();
-    for d in settings.drivers.values() {
-        let sinks = settings.sinks_for_stream(&d.stream);
+    let heartbeat = settings.health.enabled.then_some((
+        HEALTH_SOURCE,
+        settings.health.stream.as_str(),
+        settings.health.priority,
+    ));
+    for (name, stream, priority) in settings
+        .drivers
+        .values()
+        .map(|d| (d.name.as_str(), d.stream.as_str(), d.priority))
+        .chain(heartbeat)
+    {
+        let sinks = settings.sinks_for_stream(stream);
         let mask = buffer.mask_for(sinks.iter().copied());
         if mask == 0 {
-            tracing::warn!(driver = %d.name, stream = %d.stream, "stream is routed to no sink: its readings are dropped (add a [[routes]] entry)");
+            tracing::warn!(driver = %name, %stream, "stream is routed to no sink: its readings are dropped (add a [[routes]] entry)");
         }
         routes.insert(
-            d.name.clone(),
+            name.to_string(),
             Route {
-                stream: Arc::from(d.stream.as_str()),
-                priority: d.priority,
+                stream: Arc::from(stream),
+                priority,
                 sinks: mask,
             },
         );
     }
-
     // Build every sink before anything runs, so a sink that cannot be built leaves
     // nothing half-started.
     let mut built = Vec::new();
@@ -206,35 +216,10 @@ pub async fn start_with(
     let drivers = TaskTracker::new();
     let sink_tasks = TaskTracker::new();
 
-    let (tx, rx) = mpsc::channel(READING_QUEUE);
-    for d in settings.drivers.values() {
-        let driver: Box<dyn Driver> = match &d.kind {
-            DriverKind::Sim(cfg) => Box::new(SimDriver::new(&d.name, cfg)),
-        };
-        let ctx = DriverContext {
-            out: ReadingSender::new(tx.clone()),
-            cancel: drivers_stop.clone(),
-            clock: clock.clone(),
-        };
-        let name = d.name.clone();
-        drivers.spawn(async move {
-            match driver.run(ctx).await {
-                Ok(()) => tracing::debug!(driver = %name, "driver stopped"),
-                Err(e) => tracing::error!(driver = %name, error = %e, "driver failed"),
-            }
-        });
-        tracing::info!(driver = %d.name, stream = %d.stream, "driver started");
-    }
-    // Only drivers hold senders now: ingest ends when the last driver stops.
-    drop(tx);
-    drivers.close();
-
-    let counters = Arc::new(IngestCounters::default());
-    let ingest = tokio::spawn(ingest::run(rx, buffer.clone(), routes, counters.clone()));
-
+    // Sinks first: they only read the buffer, and the heartbeat reports their state.
     let mut sink_status = BTreeMap::new();
     for (s, sink, id) in built {
-        let rx = sinks::delivery::spawn(
+        let handle = sinks::delivery::spawn(
             &sink_tasks,
             s.name.clone(),
             sink,
@@ -243,9 +228,57 @@ pub async fn start_with(
             s.common.clone(),
             sinks_stop.clone(),
         );
-        sink_status.insert(s.name.clone(), rx);
+        sink_status.insert(s.name.clone(), handle);
     }
     sink_tasks.close();
+
+    let mut driver_list: Vec<(String, String, Box<dyn Driver>)> = settings
+        .drivers
+        .values()
+        .map(|d| {
+            let driver: Box<dyn Driver> = match &d.kind {
+                DriverKind::Sim(cfg) => Box::new(SimDriver::new(&d.name, cfg)),
+            };
+            (d.name.clone(), d.stream.clone(), driver)
+        })
+        .collect();
+    if settings.health.enabled {
+        driver_list.push((
+            HEALTH_SOURCE.to_string(),
+            settings.health.stream.clone(),
+            Box::new(Heartbeat {
+                interval: settings.health.interval,
+                data_dir: data_dir.to_path_buf(),
+                buffer: buffer.clone(),
+                sinks: sink_status
+                    .iter()
+                    .map(|(n, h)| (n.clone(), h.clone()))
+                    .collect(),
+                board: board.clone(),
+            }),
+        ));
+    }
+    let (tx, rx) = mpsc::channel(READING_QUEUE);
+    for (name, stream, driver) in driver_list {
+        let ctx = DriverContext {
+            out: ReadingSender::new(tx.clone()),
+            cancel: drivers_stop.clone(),
+            clock: clock.clone(),
+        };
+        tracing::info!(driver = %name, %stream, "driver started");
+        drivers.spawn(async move {
+            match driver.run(ctx).await {
+                Ok(()) => tracing::debug!(driver = %name, "driver stopped"),
+                Err(e) => tracing::error!(driver = %name, error = %e, "driver failed"),
+            }
+        });
+    }
+    // Only drivers hold senders now: ingest ends when the last driver stops.
+    drop(tx);
+    drivers.close();
+
+    let counters = Arc::new(IngestCounters::default());
+    let ingest = tokio::spawn(ingest::run(rx, buffer.clone(), routes, counters.clone()));
 
     let control_stop = CancellationToken::new();
     let control_state = crate::control::ControlState {

@@ -1,0 +1,143 @@
+//! The `gateway.health` heartbeat: every interval, the gateway's own state as readings
+//! (CPU, memory, disk free, temperatures, backlog, link states, time quality), routed
+//! like any stream so the fleet sees its gateways through Kafka and buckets as well.
+//!
+//! It is a driver like the others (source `skygate`): it reads the components' handles,
+//! never their state directly, and goes through the same bounded channel and buffer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skygate_bsp::Board;
+use skygate_drivers::{BoxFuture, Driver, DriverContext, DriverError, Quality, Reading, Value};
+
+use super::metrics::process_usage;
+use crate::buffer::{Buffer, BufferMetrics};
+use crate::config::HEALTH_SOURCE;
+use crate::sinks::delivery::SinkHandle;
+
+#[derive(Debug)]
+pub struct Heartbeat {
+    pub interval: Duration,
+    pub data_dir: PathBuf,
+    pub buffer: Buffer,
+    pub sinks: Vec<(String, SinkHandle)>,
+    pub board: Arc<dyn Board>,
+}
+
+fn mem_available() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let v = l.strip_prefix("MemAvailable:")?;
+            Some(v.split_whitespace().next()?.parse::<u64>().ok()? * 1024)
+        })
+}
+
+impl Heartbeat {
+    fn readings(&self, cpu_percent: f64, ctx: &DriverContext) -> Vec<Reading> {
+        let (ts, tq) = ctx.clock.now();
+        let source: Arc<str> = Arc::from(HEALTH_SOURCE);
+        let r = |channel: &str, value: Value, unit: Option<&str>| Reading {
+            source: source.clone(),
+            channel: Arc::from(channel),
+            ts,
+            time_quality: tq,
+            value,
+            unit: unit.map(Arc::from),
+            quality: Quality::Good,
+        };
+        let m = self.buffer.metrics();
+        let (rss, _) = process_usage();
+        let mut out = vec![
+            r("cpu_percent", Value::Number(cpu_percent), Some("%")),
+            r("rss_bytes", Value::Integer(rss as i64), Some("B")),
+            r(
+                "buffer_records",
+                Value::Integer(BufferMetrics::get(&m.records_stored) as i64),
+                None,
+            ),
+            r(
+                "buffer_bytes",
+                Value::Integer(BufferMetrics::get(&m.bytes_stored) as i64),
+                Some("B"),
+            ),
+            r(
+                "buffer_degraded",
+                Value::Bool(self.buffer.status().borrow().degraded),
+                None,
+            ),
+            r("time_quality", Value::Text(tq.as_str().into()), None),
+        ];
+        if let Some(avail) = mem_available() {
+            out.push(r(
+                "mem_available_bytes",
+                Value::Integer(avail as i64),
+                Some("B"),
+            ));
+        }
+        match self.board.disk_space(&self.data_dir) {
+            Ok(d) => out.push(r(
+                "disk_free_bytes",
+                Value::Integer(d.available_bytes as i64),
+                Some("B"),
+            )),
+            Err(e) => out.push(Reading {
+                quality: Quality::Bad(e.to_string()),
+                ..r("disk_free_bytes", Value::Integer(0), Some("B"))
+            }),
+        }
+        for t in self.board.temperatures() {
+            out.push(r(
+                &format!("temperature.{}", t.sensor),
+                Value::Number(t.celsius),
+                Some("degC"),
+            ));
+        }
+        for (name, h) in &self.sinks {
+            let state = serde_json::to_value(&h.status.borrow().state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            out.push(r(&format!("link.{name}"), Value::Text(state), None));
+            out.push(r(
+                &format!("backlog.{name}"),
+                Value::Integer(self.buffer.backlog(h.id).0 as i64),
+                None,
+            ));
+        }
+        out
+    }
+}
+
+impl Driver for Heartbeat {
+    fn name(&self) -> &str {
+        HEALTH_SOURCE
+    }
+
+    fn run(self: Box<Self>, ctx: DriverContext) -> BoxFuture<Result<(), DriverError>> {
+        Box::pin(async move {
+            let mut tick = tokio::time::interval(self.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut last_cpu, mut last_at) = (process_usage().1, Instant::now());
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = ctx.cancel.cancelled() => return Ok(()),
+                    _ = tick.tick() => {}
+                }
+                let cpu = process_usage().1;
+                let wall = last_at.elapsed().as_secs_f64().max(1e-3);
+                let percent = ((cpu - last_cpu) / wall * 100.0).max(0.0);
+                (last_cpu, last_at) = (cpu, Instant::now());
+                for reading in self.readings(percent, &ctx) {
+                    if ctx.out.send(reading).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        })
+    }
+}
