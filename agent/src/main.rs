@@ -38,6 +38,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        cmd @ (Command::Completions { .. } | Command::Man) => match cli::print_docs(&cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("skygate: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Buffer { command } => match cli::run_buffer(command) {
             Ok(code) => ExitCode::from(code as u8),
             Err(e) => {

@@ -190,3 +190,32 @@ fn systemd_hears_ready_then_watchdog_pings_and_status_while_the_pipeline_answers
     );
     assert!(msgs.iter().any(|m| m.contains("STOPPING=1")), "{msgs:?}");
 }
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_commands() {
+    let out = skygate(&["completions", "bash"]);
+    assert!(out.status.success());
+    let bash = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "skygate",
+        "buffer",
+        "fsck",
+        "sinks",
+        "audit",
+        "check-config",
+    ] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    let out = skygate(&["man"]);
+    assert!(out.status.success());
+    let man = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH skygate"),
+        "{}",
+        &man[..man.len().min(200)]
+    );
+    assert!(
+        man.contains("check\\-config") || man.contains("check-config"),
+        "man page lists the commands"
+    );
+}

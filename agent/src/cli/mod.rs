@@ -74,6 +74,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to standard output.
+    Man,
     /// Inspect and repair the buffer.
     Buffer {
         #[command(subcommand)]
@@ -159,4 +163,19 @@ pub enum BufferCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `skygate completions SHELL` and `skygate man`: generated from the command definitions,
+/// so they never drift from what the binary accepts.
+pub fn print_docs(cmd: &Command) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let mut app = Cli::command();
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut app, "skygate", &mut out);
+            Ok(())
+        }
+        _ => clap_mangen::Man::new(app).render(&mut out),
+    }
 }
