@@ -106,14 +106,34 @@ impl Default for PerSink {
 }
 
 impl PerSink {
+    /// One record of `size` bytes owed to every sink in `mask`.
     fn add(&mut self, mask: u64, size: u64) {
+        self.add_n(mask, 1, size);
+    }
+
+    fn add_n(&mut self, mask: u64, records: u64, bytes: u64) {
         for bit in 0..64 {
             if mask & (1 << bit) != 0 {
-                self.0[bit].0 += 1;
-                self.0[bit].1 += size;
+                self.0[bit].0 += records;
+                self.0[bit].1 += bytes;
             }
         }
     }
+}
+
+/// (value, records, bytes) for each distinct value of `column` in `records`.
+fn totals_by(conn: &Connection, column: &str) -> rusqlite::Result<Vec<(i64, u64, u64)>> {
+    conn.prepare(&format!(
+        "SELECT {column}, COUNT(*), COALESCE(SUM(size), 0) FROM records GROUP BY {column}"
+    ))?
+    .query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get::<_, i64>(1)? as u64,
+            r.get::<_, i64>(2)? as u64,
+        ))
+    })?
+    .collect()
 }
 
 /// Changes a transaction makes, applied to the writer's state only after it commits.
@@ -197,46 +217,15 @@ fn is_disk_full(e: &BufferError) -> bool {
 impl Writer {
     pub(crate) fn new(conn: Connection, p: WriterParts) -> Result<Self, BufferError> {
         let mut prio = [(0u64, 0u64); 10];
-        {
-            let mut stmt = conn.prepare(
-                "SELECT priority, COUNT(*), COALESCE(SUM(size), 0) FROM records GROUP BY priority",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (pr, n, b) = row?;
-                let slot = &mut prio[pr.clamp(0, 9) as usize];
-                slot.0 += n as u64;
-                slot.1 += b as u64;
-            }
+        for (pr, n, b) in totals_by(&conn, "priority")? {
+            let slot = &mut prio[pr.clamp(0, 9) as usize];
+            slot.0 += n;
+            slot.1 += b;
         }
+        // Few distinct masks (one per routing combination): cheap to group by.
         let mut owed = PerSink::default();
-        {
-            // Few distinct masks (one per routing combination): cheap to group by.
-            let mut stmt = conn.prepare(
-                "SELECT pending, COUNT(*), COALESCE(SUM(size), 0) FROM records GROUP BY pending",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (mask, n, b) = row?;
-                for bit in 0..64 {
-                    if (mask as u64) & (1 << bit) != 0 {
-                        owed.0[bit].0 += n as u64;
-                        owed.0[bit].1 += b as u64;
-                    }
-                }
-            }
+        for (mask, n, b) in totals_by(&conn, "pending")? {
+            owed.add_n(mask as u64, n, b);
         }
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let st = State {

@@ -171,7 +171,13 @@ pub fn run(cmd: Command) -> Result<i32, CliError> {
                 writeln!(
                     out,
                     "{:>6} {:<30} {:<16} {:<16} {:<20} {:<24} {}",
-                    r.id, r.ts, r.actor, r.action, r.target, r.result, r.detail
+                    r.id,
+                    r.ts,
+                    r.event.actor,
+                    r.event.action,
+                    r.event.target,
+                    r.event.result,
+                    r.event.detail
                 )?;
             }
             Ok(0)

@@ -28,7 +28,7 @@ pub const AUDIT_HEAD: &str = "audit.head";
 const QUEUE: usize = 256;
 
 /// One thing that happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEvent {
     /// `uid:0(root)` for a local operator, `skygate` for the agent itself.
     pub actor: String,
@@ -59,12 +59,8 @@ impl AuditEvent {
 pub struct AuditRow {
     pub id: i64,
     pub ts: String,
-    pub actor: String,
-    pub origin: String,
-    pub action: String,
-    pub target: String,
-    pub result: String,
-    pub detail: String,
+    #[serde(flatten)]
+    pub event: AuditEvent,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,28 +229,29 @@ pub fn list(data_dir: &Path, limit: u64) -> Result<Vec<AuditRow>, AuditError> {
     let conn = open_ro(data_dir)?;
     let path = data_dir.join(AUDIT_DB);
     let mut rows: Vec<AuditRow> = conn
-        .prepare("SELECT id, ts, actor, origin, action, target, result, detail FROM audit ORDER BY id DESC LIMIT ?1")
+        .prepare(&format!(
+            "SELECT {STORED_COLUMNS} FROM audit ORDER BY id DESC LIMIT ?1"
+        ))
         .and_then(|mut st| {
-            st.query_map([limit as i64], |r| {
-                Ok(AuditRow {
-                    id: r.get(0)?,
-                    ts: rfc3339(r.get(1)?),
-                    actor: r.get(2)?,
-                    origin: r.get(3)?,
-                    action: r.get(4)?,
-                    target: r.get(5)?,
-                    result: r.get(6)?,
-                    detail: r.get(7)?,
+            st.query_map([limit as i64], StoredRow::from_row)?
+                .map(|r| {
+                    r.map(|s| AuditRow {
+                        id: s.id,
+                        ts: rfc3339(s.ts),
+                        event: s.event,
+                    })
                 })
-            })?
-            .collect()
+                .collect()
         })
         .map_err(db_err(&path))?;
     rows.reverse();
     Ok(rows)
 }
 
-/// A row as stored, for verification.
+const STORED_COLUMNS: &str =
+    "id, ts, actor, origin, action, target, result, detail, prev_hash, hash";
+
+/// A row as stored (columns in [`STORED_COLUMNS`] order).
 struct StoredRow {
     id: i64,
     ts: i64,
@@ -295,7 +292,7 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport, AuditError> {
     let conn = open_ro(data_dir)?;
     let path = data_dir.join(AUDIT_DB);
     let mut stmt = conn
-        .prepare("SELECT id, ts, actor, origin, action, target, result, detail, prev_hash, hash FROM audit ORDER BY id")
+        .prepare(&format!("SELECT {STORED_COLUMNS} FROM audit ORDER BY id"))
         .map_err(db_err(&path))?;
     let mut rows = stmt.query([]).map_err(db_err(&path))?;
     let (mut expect_id, mut prev) = (1i64, vec![0u8; 32]);
