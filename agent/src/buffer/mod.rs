@@ -260,7 +260,7 @@ pub struct BufferOptions {
     pub dir: PathBuf,
     pub settings: BufferSettings,
     pub gateway_id: String,
-    /// Configured sinks and, for each, the streams routed to it (globs).
+    /// Names of the configured sinks; each gets a bit of the pending mask.
     pub sinks: Vec<String>,
     /// The sinks each stream goes to, by sink name; used to re-route salvaged records.
     pub routes: Vec<(Vec<String>, Vec<String>)>,

@@ -213,19 +213,34 @@ impl DeliveryTask {
             let first = batch[0].seq;
             let last = batch[batch.len() - 1].seq;
             let mut failed = false;
+            let mut abandoned = false;
             loop {
                 match self.sink.deliver(batch.clone()).await {
                     Ok(()) => break,
                     Err(e) => {
                         failed = true;
                         self.note_failure(&e, &backoff);
-                        if !self.sleep(backoff.next_delay()).await {
+                        let woke = tokio::select! {
+                            _ = self.cancel.cancelled() => None,
+                            _ = tokio::time::sleep(backoff.next_delay()) => Some(()),
+                            _ = self.control.changed() => Some(()),
+                        };
+                        if woke.is_none() {
                             // Stopping: the batch stays pending for the next start.
                             self.status.send_modify(|s| s.state = LinkState::Stopped);
                             return;
                         }
+                        if self.control.borrow().paused {
+                            // An operator paused a failing link: stop retrying. The batch
+                            // stays pending (cursor unchanged) and is read again on resume.
+                            abandoned = true;
+                            break;
+                        }
                     }
                 }
+            }
+            if abandoned {
+                continue;
             }
             if let Err(e) = self.buffer.ack(self.id, after + 1, last).await {
                 tracing::error!(sink = %self.name, error = %e, "cannot ack; stopping delivery");
@@ -571,6 +586,91 @@ mod lane_tests {
         let live: Vec<u64> = seen.iter().copied().filter(|s| *s > boundary).collect();
         assert!(backlog.windows(2).all(|w| w[0] < w[1]), "backfill in order");
         assert!(live.windows(2).all(|w| w[0] < w[1]), "live in order");
+        guard.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pausing_a_failing_sink_stops_its_retries_and_resume_delivers_everything() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (buffer, guard) = Buffer::open(
+            BufferOptions {
+                events: None,
+                dir: dir.path().to_path_buf(),
+                settings: BufferSettings {
+                    durability: Durability::Process,
+                    ..BufferSettings::default()
+                },
+                gateway_id: "gw".into(),
+                sinks: vec!["k".into()],
+                routes: vec![(vec!["*".into()], vec!["k".into()])],
+            },
+            Arc::new(skygate_bsp::GenericLinux::default()),
+        )
+        .expect("open");
+        let id = buffer.sink_id("k").expect("id");
+        let recs = (0..300)
+            .map(|i| NewRecord {
+                record: record(i),
+                sinks: id.mask(),
+            })
+            .collect();
+        buffer.append_durable(recs).await.expect("append");
+        let sink = RecordingSink::default();
+        let (down, seen) = (sink.down.clone(), sink.seen.clone());
+        down.store(true, Ordering::Relaxed);
+        let common = SinkCommon {
+            backfill_share: 0.5,
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            batch_max_records: 100,
+            batch_max_bytes: 1 << 30,
+            batch_max_age: Duration::from_millis(1),
+        };
+        let tracker = tokio_util::task::TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let h = spawn(
+            &tracker,
+            "k".into(),
+            Box::new(sink),
+            id,
+            buffer.clone(),
+            common,
+            cancel.clone(),
+        );
+        let mut status = h.status.clone();
+        let wait = |st: LinkState| {
+            let mut status = status.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.state == st))
+                    .await
+                    .unwrap_or_else(|_| panic!("never reached {st:?}"))
+                    .map(|_| ())
+                    .expect("status");
+            }
+        };
+        wait(LinkState::BackingOff).await;
+        h.control.send_modify(|c| c.paused = true);
+        wait(LinkState::Paused).await;
+        down.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            seen.lock().expect("lock").is_empty(),
+            "nothing goes out while paused"
+        );
+        h.control.send_modify(|c| c.paused = false);
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            status.wait_for(|s| s.delivered_records == 300),
+        )
+        .await
+        .expect("all delivered after resume")
+        .expect("status");
+        let mut got = seen.lock().expect("lock").clone();
+        got.sort_unstable();
+        assert_eq!(got, (1..=300).collect::<Vec<_>>());
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
         guard.close().await;
     }
 }
