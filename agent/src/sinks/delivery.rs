@@ -443,6 +443,25 @@ mod lane_tests {
         }
     }
 
+    /// A buffer with one sink, `k`, owed every stream.
+    fn open_buffer(dir: &std::path::Path) -> (Buffer, crate::buffer::BufferGuard) {
+        Buffer::open(
+            BufferOptions {
+                events: None,
+                dir: dir.to_path_buf(),
+                settings: BufferSettings {
+                    durability: Durability::Process,
+                    ..BufferSettings::default()
+                },
+                gateway_id: "gw".into(),
+                sinks: vec!["k".into()],
+                routes: vec![(vec!["*".into()], vec!["k".into()])],
+            },
+            Arc::new(skygate_bsp::GenericLinux::default()),
+        )
+        .expect("open")
+    }
+
     fn record(n: i64) -> Record {
         Record {
             seq: 0,
@@ -465,21 +484,7 @@ mod lane_tests {
     async fn after_an_outage_fresh_records_go_out_before_the_backlog_finishes_and_nothing_is_missed()
      {
         let dir = tempfile::tempdir().expect("tmp");
-        let (buffer, guard) = Buffer::open(
-            BufferOptions {
-                events: None,
-                dir: dir.path().to_path_buf(),
-                settings: BufferSettings {
-                    durability: Durability::Process,
-                    ..BufferSettings::default()
-                },
-                gateway_id: "gw".into(),
-                sinks: vec!["k".into()],
-                routes: vec![(vec!["*".into()], vec!["k".into()])],
-            },
-            Arc::new(skygate_bsp::GenericLinux::default()),
-        )
-        .expect("open");
+        let (buffer, guard) = open_buffer(dir.path());
         let id = buffer.sink_id("k").expect("id");
         let append = |n: i64| {
             let b = buffer.clone();
@@ -592,21 +597,7 @@ mod lane_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pausing_a_failing_sink_stops_its_retries_and_resume_delivers_everything() {
         let dir = tempfile::tempdir().expect("tmp");
-        let (buffer, guard) = Buffer::open(
-            BufferOptions {
-                events: None,
-                dir: dir.path().to_path_buf(),
-                settings: BufferSettings {
-                    durability: Durability::Process,
-                    ..BufferSettings::default()
-                },
-                gateway_id: "gw".into(),
-                sinks: vec!["k".into()],
-                routes: vec![(vec!["*".into()], vec!["k".into()])],
-            },
-            Arc::new(skygate_bsp::GenericLinux::default()),
-        )
-        .expect("open");
+        let (buffer, guard) = open_buffer(dir.path());
         let id = buffer.sink_id("k").expect("id");
         let recs = (0..300)
             .map(|i| NewRecord {
