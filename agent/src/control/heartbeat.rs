@@ -37,8 +37,15 @@ fn mem_available() -> Option<u64> {
 }
 
 impl Heartbeat {
-    fn readings(&self, cpu_percent: f64, ctx: &DriverContext) -> Vec<Reading> {
-        let (ts, tq) = ctx.clock.now();
+    /// One round of readings. Blocking (sysfs sensors can be slow on some boards): run it
+    /// off the async runtime. `rss` comes from the same /proc read as the CPU figure.
+    fn readings(
+        &self,
+        cpu_percent: f64,
+        rss: u64,
+        clock: &dyn skygate_drivers::Clock,
+    ) -> Vec<Reading> {
+        let (ts, tq) = clock.now();
         let source: Arc<str> = Arc::from(HEALTH_SOURCE);
         let r = |channel: &str, value: Value, unit: Option<&str>| Reading {
             source: source.clone(),
@@ -50,7 +57,6 @@ impl Heartbeat {
             quality: Quality::Good,
         };
         let m = self.buffer.metrics();
-        let (rss, _) = process_usage();
         let mut out = vec![
             r("cpu_percent", Value::Number(cpu_percent), Some("%")),
             r("rss_bytes", Value::Integer(rss as i64), Some("B")),
@@ -118,8 +124,9 @@ impl Driver for Heartbeat {
     }
 
     fn run(self: Box<Self>, ctx: DriverContext) -> BoxFuture<Result<(), DriverError>> {
+        let this: Arc<Self> = Arc::from(self);
         Box::pin(async move {
-            let mut tick = tokio::time::interval(self.interval);
+            let mut tick = tokio::time::interval(this.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let (mut last_cpu, mut last_at) = (process_usage().1, Instant::now());
             loop {
@@ -128,11 +135,20 @@ impl Driver for Heartbeat {
                     _ = ctx.cancel.cancelled() => return Ok(()),
                     _ = tick.tick() => {}
                 }
-                let cpu = process_usage().1;
-                let wall = last_at.elapsed().as_secs_f64().max(1e-3);
-                let percent = ((cpu - last_cpu) / wall * 100.0).max(0.0);
-                (last_cpu, last_at) = (cpu, Instant::now());
-                for reading in self.readings(percent, &ctx) {
+                let (hb, clock, prev) = (this.clone(), ctx.clock.clone(), (last_cpu, last_at));
+                let round = tokio::task::spawn_blocking(move || {
+                    let (rss, cpu) = process_usage();
+                    let at = Instant::now();
+                    let wall = at.duration_since(prev.1).as_secs_f64().max(1e-3);
+                    let percent = ((cpu - prev.0) / wall * 100.0).max(0.0);
+                    (hb.readings(percent, rss, &*clock), cpu, at)
+                })
+                .await;
+                let Ok((readings, cpu, at)) = round else {
+                    continue;
+                };
+                (last_cpu, last_at) = (cpu, at);
+                for reading in readings {
                     if ctx.out.send(reading).await.is_err() {
                         return Ok(());
                     }
