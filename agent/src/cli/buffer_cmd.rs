@@ -1,42 +1,11 @@
 //! `skygate buffer ...`: human tables by default, `--json` for scripts.
 
 use std::io::Write;
-use std::path::PathBuf;
 
-use super::{BufferCommand, DEFAULT_DATA_DIR, DirArgs, SelectArgs};
+use super::{BufferCommand, CliError, SelectArgs, data_dir, print_json};
+use crate::buffer::buffer_dir;
 use crate::buffer::ops::{self, Selection};
 use crate::buffer::writer_human_bytes as human;
-use crate::buffer::{BufferError, buffer_dir};
-use crate::config;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error(transparent)]
-    Client(#[from] crate::control::client::ClientError),
-    #[error(transparent)]
-    Audit(#[from] crate::control::audit::AuditError),
-    #[error("unexpected answer from the agent: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
-    #[error(transparent)]
-    Buffer(#[from] BufferError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
-
-pub(super) fn data_dir(d: &DirArgs) -> Result<PathBuf, CliError> {
-    if let Some(p) = &d.data_dir {
-        return Ok(p.clone());
-    }
-    if let Some(c) = &d.config {
-        let s = config::load(c)?;
-        if let Some(p) = s.gateway.data_dir {
-            return Ok(p);
-        }
-    }
-    Ok(PathBuf::from(DEFAULT_DATA_DIR))
-}
 
 fn selection(s: &SelectArgs, limit: Option<u64>) -> Selection {
     Selection {
@@ -45,15 +14,6 @@ fn selection(s: &SelectArgs, limit: Option<u64>) -> Selection {
         to_seq: s.to_seq,
         limit,
     }
-}
-
-pub(super) fn print_json(
-    out: &mut impl Write,
-    value: &impl serde::Serialize,
-) -> Result<(), CliError> {
-    serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
-    writeln!(out)?;
-    Ok(())
 }
 
 /// Runs a buffer command; returns the process exit code.

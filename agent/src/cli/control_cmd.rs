@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use super::buffer_cmd::{CliError, data_dir, print_json};
+use super::{CliError, data_dir, print_json};
 use super::{Command, SinkAction};
 use crate::buffer::writer_human_bytes as human;
 use crate::control::{audit, client, socket_path};

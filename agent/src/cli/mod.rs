@@ -6,10 +6,13 @@
 mod buffer_cmd;
 mod control_cmd;
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::buffer::BufferError;
+use crate::config;
 use crate::logging::LogFormat;
 
 pub use buffer_cmd::run as run_buffer;
@@ -178,4 +181,44 @@ pub fn print_docs(cmd: &Command) -> std::io::Result<()> {
         }
         _ => clap_mangen::Man::new(app).render(&mut out),
     }
+}
+
+/// Errors of the operator commands.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] crate::control::client::ClientError),
+    #[error(transparent)]
+    Audit(#[from] crate::control::audit::AuditError),
+    #[error("unexpected answer from the agent: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The agent's data directory: `--data-dir`, else the config's `data_dir`, else the default.
+pub(crate) fn data_dir(d: &DirArgs) -> Result<PathBuf, CliError> {
+    if let Some(p) = &d.data_dir {
+        return Ok(p.clone());
+    }
+    if let Some(c) = &d.config {
+        let s = config::load(c)?;
+        if let Some(p) = s.gateway.data_dir {
+            return Ok(p);
+        }
+    }
+    Ok(PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+pub(crate) fn print_json(
+    out: &mut impl Write,
+    value: &impl serde::Serialize,
+) -> Result<(), CliError> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
+    writeln!(out)?;
+    Ok(())
 }
