@@ -8,6 +8,7 @@ use clap::Parser;
 use skygate_agent::cli::{self, Cli, Command};
 use skygate_agent::config::{self, EXIT_CONFIG};
 use skygate_agent::logging;
+use skygate_agent::pipeline::ReloadRequest;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -29,15 +30,19 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG as u8)
             }
         },
-        cmd @ (Command::Status { .. } | Command::Sinks { .. } | Command::Audit { .. }) => {
-            match cli::run_control(cmd) {
-                Ok(code) => ExitCode::from(code as u8),
-                Err(e) => {
-                    eprintln!("skygate: {e}");
-                    ExitCode::FAILURE
-                }
+        cmd @ (Command::Status { .. }
+        | Command::Sinks { .. }
+        | Command::Drivers { .. }
+        | Command::Tail { .. }
+        | Command::Errors { .. }
+        | Command::Reload { .. }
+        | Command::Audit { .. }) => match cli::run_control(cmd) {
+            Ok(code) => ExitCode::from(code as u8),
+            Err(e) => {
+                eprintln!("skygate: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
         cmd @ (Command::Completions { .. } | Command::Man) => match cli::print_docs(&cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -97,24 +102,39 @@ fn run(settings: config::Settings, data_dir: PathBuf) -> anyhow::Result<()> {
         let running = skygate_agent::pipeline::start(settings, &data_dir, stop.clone())
             .await
             .with_context(|| format!("cannot start on data directory {}", data_dir.display()))?;
-        wait_for_signal().await;
+        wait_for_signal(&running.reload).await;
         running.stop().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() {
+/// Returns on SIGTERM or SIGINT; SIGHUP asks for a configuration reload.
+async fn wait_for_signal(reload: &tokio::sync::mpsc::Sender<ReloadRequest>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         std::future::pending::<()>().await;
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => return tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => return tracing::info!("SIGINT: stopping"),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let req = ReloadRequest {
+                    actor: "signal".into(),
+                    origin: "SIGHUP".into(),
+                    reply: None,
+                };
+                if reload.try_send(req).is_err() {
+                    tracing::warn!("SIGHUP: reloads already queued; this one is dropped");
+                }
+            }
+        }
     }
 }

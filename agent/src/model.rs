@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | `schema` | int | `1` |
 //! | `gateway` | string | gateway id |
-//! | `seq` | int | gateway-wide sequence number |
+//! | `seq` | int | gateway-wide sequence number (absent in `skygate tail`: not yet numbered) |
 //! | `stream` | string | routing key |
 //! | `ts` | string | RFC 3339 UTC with nanoseconds: when the instrument observed it |
 //! | `ts_ns` | int | the same, nanoseconds since the Unix epoch |
@@ -79,6 +79,8 @@ pub enum BlobPlacement<'a> {
     Key(&'a str),
     /// Inline, base64.
     Inline,
+    /// Left out: only type, size and name (live views: `skygate tail`, the TUI).
+    Omitted,
 }
 
 pub fn rfc3339(ns: i64) -> String {
@@ -89,7 +91,8 @@ pub fn rfc3339(ns: i64) -> String {
 struct Line<'a> {
     schema: u32,
     gateway: &'a str,
-    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
     stream: &'a str,
     ts: String,
     ts_ns: i64,
@@ -108,15 +111,15 @@ struct Line<'a> {
     quality_reason: Option<&'a str>,
 }
 
-/// Appends one record as an NDJSON line (with the trailing newline) to `out`.
-pub fn write_ndjson(out: &mut Vec<u8>, gateway: &str, rec: &Record, blob: BlobPlacement<'_>) {
-    let r = &rec.reading;
-    let value = match &r.value {
+/// A value as the `value` field of an NDJSON line.
+pub fn value_json(value: &Value, blob: BlobPlacement<'_>) -> serde_json::Value {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    match value {
         Value::Number(v) => serde_json::json!(v),
         Value::Integer(v) => serde_json::json!(v),
         Value::Bool(v) => serde_json::json!(v),
         Value::Text(v) => serde_json::json!(v),
-        Value::Bytes(b) => serde_json::json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        Value::Bytes(b) => serde_json::json!(b64(b)),
         Value::Blob(b) => {
             let mut o = serde_json::json!({
                 "content_type": b.content_type,
@@ -127,19 +130,23 @@ pub fn write_ndjson(out: &mut Vec<u8>, gateway: &str, rec: &Record, blob: BlobPl
             }
             match blob {
                 BlobPlacement::Key(k) => o["key"] = serde_json::json!(k),
-                BlobPlacement::Inline => {
-                    o["data_base64"] = serde_json::json!(
-                        base64::engine::general_purpose::STANDARD.encode(&b.data)
-                    );
-                }
+                BlobPlacement::Inline => o["data_base64"] = serde_json::json!(b64(&b.data)),
+                BlobPlacement::Omitted => {}
             }
             o
         }
-    };
+    }
+}
+
+/// Appends one record as an NDJSON line (with the trailing newline) to `out`. A record
+/// not yet numbered by the buffer (`seq` 0: live views) has no `seq` field.
+pub fn write_ndjson(out: &mut Vec<u8>, gateway: &str, rec: &Record, blob: BlobPlacement<'_>) {
+    let r = &rec.reading;
+    let value = value_json(&r.value, blob);
     let line = Line {
         schema: NDJSON_SCHEMA_VERSION,
         gateway,
-        seq: rec.seq,
+        seq: (rec.seq != 0).then_some(rec.seq),
         stream: &rec.stream,
         ts: rfc3339(r.ts.as_nanos()),
         ts_ns: r.ts.as_nanos(),

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::health::DriverHealth;
 use crate::reading::Reading;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -50,6 +51,8 @@ pub struct DriverContext {
     /// Cancelled when the agent stops its sources; a driver returns promptly after.
     pub cancel: CancellationToken,
     pub clock: Arc<dyn Clock>,
+    /// Where the driver reports its instrument's state, errors and wire counters.
+    pub health: DriverHealth,
 }
 
 /// A configured instrument driver. `run` owns the connection and its loop until cancelled.

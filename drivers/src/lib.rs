@@ -14,9 +14,11 @@
 
 pub mod clock;
 pub mod driver;
+pub mod health;
 pub mod reading;
 pub mod sim;
 
 pub use clock::{Clock, SystemClock};
 pub use driver::{BoxFuture, Driver, DriverContext, DriverError, ReadingSender, SendError};
+pub use health::{DriverHealth, DriverState, ErrorEvent, ErrorRing, HealthSnapshot};
 pub use reading::{Blob, Quality, Reading, TimeQuality, Timestamp, Value};

@@ -10,12 +10,9 @@ fn api(data: &Path, method: &str, path: &str) -> Vec<u8> {
         .enable_all()
         .build()
         .expect("rt");
-    rt.block_on(skygate_agent::control::client::request(
-        &data.join("skygate.sock"),
-        method,
-        path,
-    ))
-    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    let ep = skygate_agent::control::client::Endpoint::Unix(data.join("skygate.sock"));
+    rt.block_on(ep.request(method, path))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 fn sinks_json(data: &Path) -> serde_json::Value {

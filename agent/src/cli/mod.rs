@@ -1,7 +1,8 @@
 //! The `skygate` command line.
 //!
-//! Exit codes: 0 success; 1 failure; 2 `buffer fsck` found problems; 78 (`EX_CONFIG`)
-//! invalid configuration.
+//! Exit codes: 0 success; 1 failure; 2 `buffer fsck` found problems or `audit --verify`
+//! found tampering; 3 `errors` shows an active error alarm; 78 (`EX_CONFIG`) invalid
+//! configuration.
 
 mod buffer_cmd;
 mod control_cmd;
@@ -60,6 +61,45 @@ pub enum Command {
     Sinks {
         #[command(subcommand)]
         action: Option<SinkAction>,
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drivers of the running agent: state, readings, errors, and each channel's last value.
+    Drivers {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Live readings as they are ingested (Ctrl-C to stop).
+    Tail {
+        /// Stream name or glob (`weather*`); all streams when absent.
+        stream: Option<String>,
+        /// Only this driver's readings.
+        #[arg(long)]
+        source: Option<String>,
+        /// Stop after this many readings.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+        #[command(flatten)]
+        dir: DirArgs,
+        /// NDJSON lines (schema v1, without seq) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Active alarms and recent errors of drivers, sinks, buffer and clock. Exit 3 when an
+    /// error alarm is active.
+    Errors {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the configuration again and apply what can change while running (drivers,
+    /// routes, heartbeat); like SIGHUP. An invalid configuration changes nothing.
+    Reload {
         #[command(flatten)]
         dir: DirArgs,
         #[arg(long)]
@@ -198,6 +238,13 @@ pub enum CliError {
     Buffer(#[from] BufferError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Where the running agent's control API is: its socket in the data directory.
+pub(crate) fn endpoint(d: &DirArgs) -> Result<crate::control::client::Endpoint, CliError> {
+    Ok(crate::control::client::Endpoint::Unix(
+        crate::control::socket_path(&data_dir(d)?),
+    ))
 }
 
 /// The agent's data directory: `--data-dir`, else the config's `data_dir`, else the default.

@@ -94,8 +94,47 @@ impl SourceFile {
     }
 }
 
+/// Where the running configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ConfigSource {
+    /// A main file (and its `conf.d/`): a reload reads them again.
+    File(PathBuf),
+    /// The embedded demo.
+    Embedded,
+    /// Given as text (tests, benchmarks): nothing to read again.
+    #[default]
+    Inline,
+}
+
+impl ConfigSource {
+    /// Reads and validates the configuration again; `None` for inline settings.
+    pub fn load(&self) -> Option<Result<Settings, ConfigError>> {
+        match self {
+            Self::File(p) => Some(load(p)),
+            Self::Embedded => Some(load_embedded_default()),
+            Self::Inline => None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::Embedded => f.write_str(EMBEDDED_DEFAULT_NAME),
+            Self::Inline => f.write_str("<inline>"),
+        }
+    }
+}
+
 /// Reads the main file and its drop-ins, and validates them into [`Settings`].
 pub fn load(main: &Path) -> Result<Settings, ConfigError> {
+    let mut s = load_files(main)?;
+    s.source = ConfigSource::File(main.to_path_buf());
+    Ok(s)
+}
+
+fn load_files(main: &Path) -> Result<Settings, ConfigError> {
     let mut files = Vec::new();
     let text = std::fs::read_to_string(main).map_err(|e| ConfigError {
         file: main.to_path_buf(),
@@ -121,10 +160,12 @@ pub fn load(main: &Path) -> Result<Settings, ConfigError> {
 
 /// The embedded default (no file on disk).
 pub fn load_embedded_default() -> Result<Settings, ConfigError> {
-    load_sources(vec![SourceFile {
+    let mut s = load_sources(vec![SourceFile {
         path: PathBuf::from(EMBEDDED_DEFAULT_NAME),
         text: EMBEDDED_DEFAULT.to_string(),
-    }])
+    }])?;
+    s.source = ConfigSource::Embedded;
+    Ok(s)
 }
 
 /// Parses and validates already-read sources, in merge order.

@@ -7,10 +7,12 @@ use std::time::Duration;
 use skygate_drivers::sim::SimConfig;
 
 use super::raw::{BucketSinkRaw, DriverKindRaw, DurabilityRaw, Located, Merged, SinkKindRaw};
-use super::{ConfigError, SourceFile};
+use super::{ConfigError, ConfigSource, SourceFile};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// Where these settings were read from: what a reload reads again.
+    pub source: ConfigSource,
     pub gateway: GatewaySettings,
     pub buffer: BufferSettings,
     pub health: HealthSettings,
@@ -82,6 +84,15 @@ pub const HEALTH_SOURCE: &str = "skygate";
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverKind {
     Sim(SimConfig),
+}
+
+impl DriverKind {
+    /// The `kind` as written in the config.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Sim(_) => "sim",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -364,6 +375,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
     }
 
     Ok(Settings {
+        source: ConfigSource::Inline,
         gateway,
         buffer,
         health,

@@ -1,5 +1,5 @@
 //! The `gateway.health` heartbeat: every interval, the gateway's own state as readings
-//! (CPU, memory, disk free, temperatures, backlog, link states, time quality), routed
+//! (CPU, memory, disk free, temperatures, backlog, link and driver states, time quality), routed
 //! like any stream so the fleet sees its gateways through Kafka and buckets as well.
 //!
 //! It is a driver like the others (source `skygate`): it reads the components' handles,
@@ -15,6 +15,7 @@ use skygate_drivers::{BoxFuture, Driver, DriverContext, DriverError, Quality, Re
 use super::metrics::process_usage;
 use crate::buffer::{Buffer, BufferMetrics};
 use crate::config::HEALTH_SOURCE;
+use crate::pipeline::DriverRegistry;
 use crate::sinks::delivery::SinkHandle;
 
 #[derive(Debug)]
@@ -23,6 +24,7 @@ pub struct Heartbeat {
     pub data_dir: PathBuf,
     pub buffer: Buffer,
     pub sinks: Vec<(String, SinkHandle)>,
+    pub drivers: DriverRegistry,
     pub board: Arc<dyn Board>,
 }
 
@@ -41,7 +43,7 @@ impl Heartbeat {
     /// off the async runtime. `rss` comes from the same /proc read as the CPU figure.
     fn readings(
         &self,
-        cpu_percent: f64,
+        cpu_percent: Option<f64>,
         rss: u64,
         clock: &dyn skygate_drivers::Clock,
     ) -> Vec<Reading> {
@@ -58,7 +60,6 @@ impl Heartbeat {
         };
         let m = self.buffer.metrics();
         let mut out = vec![
-            r("cpu_percent", Value::Number(cpu_percent), Some("%")),
             r("rss_bytes", Value::Integer(rss as i64), Some("B")),
             r(
                 "buffer_records",
@@ -77,6 +78,9 @@ impl Heartbeat {
             ),
             r("time_quality", Value::Text(tq.as_str().into()), None),
         ];
+        if let Some(p) = cpu_percent {
+            out.push(r("cpu_percent", Value::Number(p), Some("%")));
+        }
         if let Some(avail) = mem_available() {
             out.push(r(
                 "mem_available_bytes",
@@ -114,6 +118,16 @@ impl Heartbeat {
                 None,
             ));
         }
+        for d in self.drivers.list() {
+            if d.name != HEALTH_SOURCE {
+                let state = d.health.snapshot().state.as_str();
+                out.push(r(
+                    &format!("driver.{}", d.name),
+                    Value::Text(state.into()),
+                    None,
+                ));
+            }
+        }
         out
     }
 }
@@ -139,8 +153,10 @@ impl Driver for Heartbeat {
                 let round = tokio::task::spawn_blocking(move || {
                     let (rss, cpu) = process_usage();
                     let at = Instant::now();
-                    let wall = at.duration_since(prev.1).as_secs_f64().max(1e-3);
-                    let percent = ((cpu - prev.0) / wall * 100.0).max(0.0);
+                    // The first round comes right at start: too short a window to mean
+                    // anything (start-up work would read as hundreds of percent).
+                    let wall = at.duration_since(prev.1).as_secs_f64();
+                    let percent = (wall >= 1.0).then(|| ((cpu - prev.0) / wall * 100.0).max(0.0));
                     (hb.readings(percent, rss, &*clock), cpu, at)
                 })
                 .await;
@@ -148,6 +164,7 @@ impl Driver for Heartbeat {
                     continue;
                 };
                 (last_cpu, last_at) = (cpu, at);
+                ctx.health.ok();
                 for reading in readings {
                     if ctx.out.send(reading).await.is_err() {
                         return Ok(());

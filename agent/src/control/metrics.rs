@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use super::server::{ControlState, sink_replies};
 use crate::buffer::BufferMetrics;
 use crate::sinks::delivery::LinkState;
+use skygate_drivers::DriverState;
 
 type Labels = Vec<(String, String)>;
 
@@ -92,13 +93,13 @@ pub(super) async fn render(s: &ControlState) -> String {
         &mut reg,
         "ingest_readings",
         "Readings accepted from drivers",
-        s.ingest.readings.load(Ordering::Relaxed),
+        s.ingest.counters.readings.load(Ordering::Relaxed),
     );
     counter(
         &mut reg,
         "ingest_unrouted",
         "Readings dropped: their stream has no route",
-        s.ingest.unrouted.load(Ordering::Relaxed),
+        s.ingest.counters.unrouted.load(Ordering::Relaxed),
     );
     counter(
         &mut reg,
@@ -245,6 +246,45 @@ pub(super) async fn render(s: &ControlState) -> String {
         sinks
             .iter()
             .map(|r| (sink_label(&r.name), r.status.gaps_delivered)),
+    );
+
+    let drivers: Vec<_> = s
+        .drivers
+        .list()
+        .into_iter()
+        .map(|d| {
+            let live = s.ingest.live.get(&d.name).unwrap_or_default();
+            (
+                vec![("driver".to_string(), d.name)],
+                d.health.snapshot(),
+                live,
+            )
+        })
+        .collect();
+    labelled_counter(
+        &mut reg,
+        "driver_readings",
+        "Readings the driver produced",
+        drivers
+            .iter()
+            .map(|(l, _, live)| (l.clone(), live.readings)),
+    );
+    labelled_counter(
+        &mut reg,
+        "driver_errors",
+        "Errors the driver reported (timeouts, exceptions, CRC, decode)",
+        drivers.iter().map(|(l, h, _)| (l.clone(), h.errors)),
+    );
+    labelled(
+        &mut reg,
+        "driver_up",
+        "1 while the driver's last exchange with its instrument worked",
+        drivers.iter().map(|(l, h, _)| {
+            (
+                l.clone(),
+                f64::from(u8::from(h.state == DriverState::Running)),
+            )
+        }),
     );
 
     let (rss, cpu) = process_usage();

@@ -17,12 +17,18 @@
 //! | GET | `/v1/sinks` | per sink: state, last error, backlog, oldest unsent age |
 //! | POST | `/v1/sinks/{name}/pause`, `/resume`, `/flush` | operator actions |
 //! | GET | `/v1/buffer` | `buffer stats` of the running agent |
+//! | GET | `/v1/drivers` | per driver: state, errors, counters, readings, last value per channel |
+//! | GET | `/v1/errors` | active alarms and recent errors of drivers, sinks, buffer, clock |
+//! | GET | `/v1/tail?stream=GLOB&source=NAME` | live readings as NDJSON, until the client leaves |
+//! | POST | `/v1/reload` | read the configuration again; apply what can change live |
+//! | GET | `/v1/audit?limit=N` | the newest audit rows |
 
 pub mod audit;
 pub mod client;
 pub mod heartbeat;
 mod metrics;
 mod server;
+pub mod views;
 
 use std::path::{Path, PathBuf};
 

@@ -17,11 +17,13 @@ use axum::{Json, Router};
 use serde::Serialize;
 use skygate_bsp::Board;
 use skygate_drivers::{Clock, Timestamp};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::audit::{self, Audit, AuditEvent};
+use super::views;
 use crate::buffer::{Buffer, BufferMetrics, buffer_dir, ops};
-use crate::pipeline::IngestCounters;
+use crate::pipeline::{DriverRegistry, IngestView, ReloadError, ReloadRequest};
 use crate::sinks::delivery::{SinkHandle, SinkStatus};
 
 /// What the handlers read from. Cheap clones of the components' handles.
@@ -33,7 +35,11 @@ pub struct ControlState {
     pub started: Instant,
     pub buffer: Buffer,
     pub sinks: BTreeMap<String, SinkHandle>,
-    pub ingest: Arc<IngestCounters>,
+    pub ingest: IngestView,
+    pub drivers: DriverRegistry,
+    pub reload: mpsc::Sender<ReloadRequest>,
+    /// Cancelled when the agent stops: long-lived answers (tail) end on it.
+    pub shutdown: CancellationToken,
     pub board: Arc<dyn Board>,
     pub clock: Arc<dyn Clock>,
     pub audit: Audit,
@@ -119,6 +125,10 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/sinks/{name}/{action}", post(sink_action))
         .route("/v1/buffer", get(buffer_stats))
         .route("/v1/audit", get(audit_list))
+        .route("/v1/drivers", get(views::drivers))
+        .route("/v1/errors", get(views::errors))
+        .route("/v1/tail", get(views::tail))
+        .route("/v1/reload", post(reload))
         .with_state(state)
 }
 
@@ -129,7 +139,7 @@ fn error(code: StatusCode, msg: &str) -> Response {
 
 async fn readyz(State(s): State<ControlState>) -> Response {
     let mut why = Vec::new();
-    if !s.ingest.running.load(Ordering::Relaxed) {
+    if !s.ingest.counters.running.load(Ordering::Relaxed) {
         why.push("not ingesting".to_string());
     }
     match tokio::time::timeout(Duration::from_secs(2), s.buffer.sync()).await {
@@ -215,9 +225,9 @@ async fn status(State(s): State<ControlState>) -> Json<StatusReply> {
             gaps: BufferMetrics::get(&m.gaps_recorded),
         },
         ingest: IngestReply {
-            running: s.ingest.running.load(Ordering::Relaxed),
-            readings: s.ingest.readings.load(Ordering::Relaxed),
-            unrouted: s.ingest.unrouted.load(Ordering::Relaxed),
+            running: s.ingest.counters.running.load(Ordering::Relaxed),
+            readings: s.ingest.counters.readings.load(Ordering::Relaxed),
+            unrouted: s.ingest.counters.unrouted.load(Ordering::Relaxed),
         },
     })
 }
@@ -328,5 +338,32 @@ async fn buffer_stats(State(s): State<ControlState>) -> Response {
             tracing::error!(error = %e, "buffer stats task failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, "buffer stats failed")
         }
+    }
+}
+
+/// `POST /v1/reload`: read the configuration again and apply what can change live. 422
+/// with the configuration error (file, line, column: the operator's own file) when the
+/// new configuration does not validate; nothing changes then.
+async fn reload(State(s): State<ControlState>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let req = ReloadRequest {
+        actor: peer.actor(),
+        origin: "unix-socket".into(),
+        reply: Some(reply),
+    };
+    if s.reload.send(req).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping");
+    }
+    match tokio::time::timeout(Duration::from_secs(60), answer).await {
+        Ok(Ok(Ok(report))) => Json(report).into_response(),
+        Ok(Ok(Err(e @ ReloadError::Config(_)))) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
+        }
+        Ok(Ok(Err(e))) => error(StatusCode::CONFLICT, &e.to_string()),
+        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "reload did not finish within 60 s",
+        ),
     }
 }

@@ -1,16 +1,32 @@
 //! Ingest: readings from drivers become records (stream, priority, ingest time, sinks) and
 //! are handed to the buffer in batches. A reading whose stream has no route is counted and
 //! dropped (a documented filter, not a loss: it never had a seq).
+//!
+//! Ingest owns the routes. They change only through [`IngestCmd::SetRoutes`], handled
+//! between batches: every reading received before the command was routed by the old
+//! table, every one after by the new (a reload relies on this to retire a driver's route
+//! only after its last reading went through).
+//!
+//! Observers get, per batch and never per reading: per-source counts and the last value of
+//! each channel ([`LiveValues`], one lock per batch), and — only while someone listens —
+//! the batch itself on a broadcast channel for `skygate tail`. The broadcast keeps
+//! [`TAIL_BATCHES`]; a listener that falls further behind loses the oldest batches and is
+//! told how many (tail is a live view, not a delivery path).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use serde::Serialize;
 use skygate_drivers::{Reading, Timestamp};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{INGEST_BATCH, Route};
 use crate::buffer::{Buffer, NewRecord};
-use crate::model::Record;
+use crate::model::{BlobPlacement, Record, value_json};
+
+/// Batches a `skygate tail` listener may fall behind before it loses the oldest.
+pub const TAIL_BATCHES: usize = 256;
 
 #[derive(Debug, Default)]
 pub struct IngestCounters {
@@ -18,18 +34,128 @@ pub struct IngestCounters {
     pub unrouted: AtomicU64,
     pub unknown_source: AtomicU64,
     /// True while the ingest task runs (it ends when every driver has stopped).
-    pub running: std::sync::atomic::AtomicBool,
+    pub running: AtomicBool,
+}
+
+/// The last value of one channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastValue {
+    pub ts: Timestamp,
+    pub time_quality: &'static str,
+    /// As in the NDJSON schema; blobs without their bytes.
+    pub value: serde_json::Value,
+    pub unit: Option<String>,
+    pub quality: &'static str,
+    pub quality_reason: Option<String>,
+}
+
+/// What one source (driver) has produced.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceLive {
+    pub readings: u64,
+    pub last_ts: Option<Timestamp>,
+    pub channels: BTreeMap<String, LastValue>,
+}
+
+/// Per-source counts and last values, updated once per batch.
+#[derive(Debug, Default)]
+pub struct LiveValues(Mutex<HashMap<Arc<str>, SourceLive>>);
+
+impl LiveValues {
+    pub fn get(&self, source: &str) -> Option<SourceLive> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(source)
+            .cloned()
+    }
+
+    /// Runs of readings from the same source and channel cost one map update each: a
+    /// driver sends a channel's readings together, so a batch has few runs.
+    fn update(&self, readings: &[Reading]) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut run_start = 0;
+        for (i, r) in readings.iter().enumerate() {
+            let next = readings.get(i + 1);
+            if next.is_some_and(|n| {
+                Arc::ptr_eq(&n.source, &r.source) && Arc::ptr_eq(&n.channel, &r.channel)
+            }) {
+                continue;
+            }
+            let src = match map.get_mut(&r.source) {
+                Some(s) => s,
+                None => map.entry(r.source.clone()).or_default(),
+            };
+            src.readings += (i + 1 - run_start) as u64;
+            src.last_ts = Some(src.last_ts.map_or(r.ts, |t| t.max(r.ts)));
+            let last = LastValue {
+                ts: r.ts,
+                time_quality: r.time_quality.as_str(),
+                value: value_json(&r.value, BlobPlacement::Omitted),
+                unit: r.unit.as_deref().map(str::to_string),
+                quality: r.quality.as_str(),
+                quality_reason: r.quality.reason().map(str::to_string),
+            };
+            match src.channels.get_mut(&*r.channel) {
+                Some(v) => *v = last,
+                None => {
+                    src.channels.insert(r.channel.to_string(), last);
+                }
+            }
+            run_start = i + 1;
+        }
+    }
+}
+
+/// What ingest shares with observers (the control API, the heartbeat).
+#[derive(Debug, Clone)]
+pub struct IngestView {
+    pub counters: Arc<IngestCounters>,
+    pub live: Arc<LiveValues>,
+    /// Each routed batch, as records not yet numbered (seq 0).
+    pub tail: broadcast::Sender<Arc<[Record]>>,
+}
+
+impl Default for IngestView {
+    fn default() -> Self {
+        Self {
+            counters: Arc::default(),
+            live: Arc::default(),
+            tail: broadcast::channel(TAIL_BATCHES).0,
+        }
+    }
+}
+
+/// Orders for the ingest task.
+#[derive(Debug)]
+pub(crate) enum IngestCmd {
+    /// Replace the routing table; answered once installed.
+    SetRoutes(HashMap<String, Route>, oneshot::Sender<()>),
 }
 
 pub(crate) async fn run(
     mut rx: mpsc::Receiver<Reading>,
+    mut cmds: mpsc::Receiver<IngestCmd>,
     buffer: Buffer,
-    routes: HashMap<String, Route>,
-    counters: std::sync::Arc<IngestCounters>,
+    mut routes: HashMap<String, Route>,
+    view: IngestView,
 ) {
+    let counters = &view.counters;
     counters.running.store(true, Ordering::Relaxed);
     let mut buf = Vec::with_capacity(INGEST_BATCH);
-    while rx.recv_many(&mut buf, INGEST_BATCH).await > 0 {
+    loop {
+        tokio::select! {
+            biased;
+            Some(cmd) = cmds.recv() => match cmd {
+                IngestCmd::SetRoutes(new, done) => {
+                    routes = new;
+                    let _ = done.send(());
+                    continue;
+                }
+            },
+            n = rx.recv_many(&mut buf, INGEST_BATCH) => if n == 0 { break },
+        }
+        view.live.update(&buf);
         let now = Timestamp::now();
         let mut batch = Vec::with_capacity(buf.len());
         for reading in buf.drain(..) {
@@ -55,6 +181,11 @@ pub(crate) async fn run(
         counters
             .readings
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if view.tail.receiver_count() > 0 && !batch.is_empty() {
+            let records: Arc<[Record]> = batch.iter().map(|n| n.record.clone()).collect();
+            // No receiver left between the check and the send is fine: nobody to tell.
+            let _ = view.tail.send(records);
+        }
         if !batch.is_empty() && buffer.append(batch).await.is_err() {
             tracing::error!("buffer closed while readings were arriving");
             break;
@@ -62,4 +193,50 @@ pub(crate) async fn run(
     }
     counters.running.store(false, Ordering::Relaxed);
     tracing::debug!("ingest drained");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skygate_drivers::{Quality, TimeQuality, Value};
+
+    fn reading(source: &Arc<str>, channel: &Arc<str>, ts: i64, v: f64) -> Reading {
+        Reading {
+            source: source.clone(),
+            channel: channel.clone(),
+            ts: Timestamp(ts),
+            time_quality: TimeQuality::Ntp,
+            value: Value::Number(v),
+            unit: Some(Arc::from("degC")),
+            quality: Quality::Good,
+        }
+    }
+
+    #[test]
+    fn live_values_count_every_reading_and_keep_each_channels_last() {
+        let (wx, gps): (Arc<str>, Arc<str>) = (Arc::from("wx"), Arc::from("gps"));
+        let (t, p, lat): (Arc<str>, Arc<str>, Arc<str>) =
+            (Arc::from("temp"), Arc::from("pressure"), Arc::from("lat"));
+        let live = LiveValues::default();
+        let mut batch = vec![
+            reading(&wx, &t, 1, 1.0),
+            reading(&wx, &t, 2, 2.0),
+            reading(&wx, &p, 3, 900.0),
+            reading(&gps, &lat, 4, 52.1),
+            reading(&wx, &t, 5, 3.0),
+        ];
+        // The same names from other allocations must land on the same entries.
+        batch.push(reading(&Arc::from("wx"), &Arc::from("pressure"), 6, 901.0));
+        live.update(&batch);
+        live.update(&[reading(&wx, &t, 7, 4.0)]);
+        let w = live.get("wx").expect("wx");
+        assert_eq!(w.readings, 6);
+        assert_eq!(w.last_ts, Some(Timestamp(7)));
+        assert_eq!(w.channels["temp"].value, serde_json::json!(4.0));
+        assert_eq!(w.channels["pressure"].value, serde_json::json!(901.0));
+        assert_eq!(w.channels["temp"].unit.as_deref(), Some("degC"));
+        let g = live.get("gps").expect("gps");
+        assert_eq!((g.readings, g.channels.len()), (1, 1));
+        assert!(live.get("nobody").is_none());
+    }
 }

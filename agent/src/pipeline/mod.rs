@@ -6,7 +6,9 @@
 //! stays pending for the next start); close the buffer (final commit, WAL checkpoint).
 //! Every stage is bounded in time, so a stuck peer cannot keep the agent from stopping.
 
+mod drivers;
 mod ingest;
+mod reload;
 mod supervisor;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,24 +18,26 @@ use std::time::Duration;
 
 use skygate_bsp::{Board, GenericLinux};
 use skygate_drivers::sim::SimDriver;
-use skygate_drivers::{Clock, Driver, DriverContext, ReadingSender, SystemClock};
+use skygate_drivers::{Clock, Driver, SystemClock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::buffer::{Buffer, BufferError, BufferEvent, BufferGuard, BufferOptions, buffer_dir};
-use crate::config::{DriverKind, HEALTH_SOURCE, Settings};
+use crate::config::{DriverKind, DriverSettings, HEALTH_SOURCE, HealthSettings, Settings};
 use crate::control::audit::{Audit, AuditError, AuditEvent, AuditGuard};
 use crate::control::heartbeat::Heartbeat;
 use crate::sinks::{self, delivery::SinkHandle};
+use drivers::DriverSet;
 
-pub use ingest::IngestCounters;
+pub use drivers::{DRIVER_STOP, DriverInfo, DriverRegistry};
+pub use ingest::{IngestCounters, IngestView, LastValue, SourceLive};
+pub use reload::{ReloadError, ReloadReport, ReloadRequest};
 
 /// Readings waiting between the drivers and ingest.
 pub const READING_QUEUE: usize = 8192;
 /// Readings ingest takes per append.
 pub const INGEST_BATCH: usize = 2048;
-const DRIVER_STOP: Duration = Duration::from_secs(5);
 const INGEST_DRAIN: Duration = Duration::from_secs(10);
 const SINK_STOP: Duration = Duration::from_secs(10);
 
@@ -69,7 +73,10 @@ pub(crate) struct Route {
 pub struct Running {
     pub buffer: Buffer,
     pub sinks: BTreeMap<String, SinkHandle>,
-    pub ingest: Arc<IngestCounters>,
+    pub ingest: IngestView,
+    pub drivers: DriverRegistry,
+    /// Where reload requests go (SIGHUP, the control API).
+    pub reload: mpsc::Sender<ReloadRequest>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -173,33 +180,6 @@ pub async fn start_with(
         }
     });
 
-    // Routes per driver (and the heartbeat), resolved once.
-    let mut routes = HashMap::new();
-    let heartbeat = settings.health.enabled.then_some((
-        HEALTH_SOURCE,
-        settings.health.stream.as_str(),
-        settings.health.priority,
-    ));
-    for (name, stream, priority) in settings
-        .drivers
-        .values()
-        .map(|d| (d.name.as_str(), d.stream.as_str(), d.priority))
-        .chain(heartbeat)
-    {
-        let sinks = settings.sinks_for_stream(stream);
-        let mask = buffer.mask_for(sinks.iter().copied());
-        if mask == 0 {
-            tracing::warn!(driver = %name, %stream, "stream is routed to no sink: its readings are dropped (add a [[routes]] entry)");
-        }
-        routes.insert(
-            name.to_string(),
-            Route {
-                stream: Arc::from(stream),
-                priority,
-                sinks: mask,
-            },
-        );
-    }
     // Build every sink before anything runs, so a sink that cannot be built leaves
     // nothing half-started.
     let mut built = Vec::new();
@@ -211,9 +191,7 @@ pub async fn start_with(
         built.push((s, sink, id));
     }
 
-    let drivers_stop = CancellationToken::new();
     let sinks_stop = CancellationToken::new();
-    let drivers = TaskTracker::new();
     let sink_tasks = TaskTracker::new();
 
     // Sinks first: they only read the buffer, and the heartbeat reports their state.
@@ -232,53 +210,44 @@ pub async fn start_with(
     }
     sink_tasks.close();
 
-    let mut driver_list: Vec<(String, String, Box<dyn Driver>)> = settings
-        .drivers
-        .values()
-        .map(|d| {
-            let driver: Box<dyn Driver> = match &d.kind {
-                DriverKind::Sim(cfg) => Box::new(SimDriver::new(&d.name, cfg)),
-            };
-            (d.name.clone(), d.stream.clone(), driver)
-        })
-        .collect();
-    if settings.health.enabled {
-        driver_list.push((
-            HEALTH_SOURCE.to_string(),
-            settings.health.stream.clone(),
-            Box::new(Heartbeat {
-                interval: settings.health.interval,
-                data_dir: data_dir.to_path_buf(),
-                buffer: buffer.clone(),
-                sinks: sink_status
-                    .iter()
-                    .map(|(n, h)| (n.clone(), h.clone()))
-                    .collect(),
-                board: board.clone(),
-            }),
-        ));
+    let routes = routes_for(&settings, &buffer);
+    for (name, r) in &routes {
+        if r.sinks == 0 {
+            tracing::warn!(driver = %name, stream = %r.stream, "stream is routed to no sink: its readings are dropped (add a [[routes]] entry)");
+        }
     }
+    let view = IngestView::default();
     let (tx, rx) = mpsc::channel(READING_QUEUE);
-    for (name, stream, driver) in driver_list {
-        let ctx = DriverContext {
-            out: ReadingSender::new(tx.clone()),
-            cancel: drivers_stop.clone(),
-            clock: clock.clone(),
-        };
-        tracing::info!(driver = %name, %stream, "driver started");
-        drivers.spawn(async move {
-            match driver.run(ctx).await {
-                Ok(()) => tracing::debug!(driver = %name, "driver stopped"),
-                Err(e) => tracing::error!(driver = %name, error = %e, "driver failed"),
-            }
-        });
-    }
-    // Only drivers hold senders now: ingest ends when the last driver stops.
-    drop(tx);
-    drivers.close();
+    let (ingest_cmd_tx, ingest_cmd_rx) = mpsc::channel(4);
+    let ingest = tokio::spawn(ingest::run(
+        rx,
+        ingest_cmd_rx,
+        buffer.clone(),
+        routes,
+        view.clone(),
+    ));
 
-    let counters = Arc::new(IngestCounters::default());
-    let ingest = tokio::spawn(ingest::run(rx, buffer.clone(), routes, counters.clone()));
+    let registry = DriverRegistry::default();
+    let factory = DriverFactory {
+        data_dir: data_dir.to_path_buf(),
+        buffer: buffer.clone(),
+        sinks: sink_status.clone(),
+        board: board.clone(),
+        drivers: registry.clone(),
+    };
+    // From here only the manager's driver set holds the sender: ingest ends when the
+    // manager has stopped every driver.
+    let mut manager = reload::Manager {
+        set: DriverSet::new(tx, clock.clone(), registry.clone()),
+        current: settings.clone(),
+        factory,
+        ingest: ingest_cmd_tx,
+        audit: audit.clone(),
+    };
+    manager.start_all();
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let manager_stop = CancellationToken::new();
+    let manager = tokio::spawn(manager.run(reload_rx, manager_stop.clone()));
 
     let control_stop = CancellationToken::new();
     let control_state = crate::control::ControlState {
@@ -288,7 +257,10 @@ pub async fn start_with(
         started: std::time::Instant::now(),
         buffer: buffer.clone(),
         sinks: sink_status.clone(),
-        ingest: counters.clone(),
+        ingest: view.clone(),
+        drivers: registry.clone(),
+        reload: reload_tx.clone(),
+        shutdown: control_stop.clone(),
         board: board.clone(),
         clock: clock.clone(),
         audit: audit.clone(),
@@ -300,7 +272,7 @@ pub async fn start_with(
     )
     .await?;
 
-    let supervisor = supervisor::spawn(buffer.clone(), counters.clone(), stop.clone());
+    let supervisor = supervisor::spawn(buffer.clone(), view.counters.clone(), stop.clone());
     skygate_bsp::systemd::notify_ready();
     tracing::info!(
         gateway = %settings.gateway.id,
@@ -320,8 +292,8 @@ pub async fn start_with(
             events,
             control_stop,
             control,
-            drivers_stop,
-            drivers,
+            manager_stop,
+            manager,
             ingest,
             buffer: b,
             sinks_stop,
@@ -334,10 +306,69 @@ pub async fn start_with(
     Ok(Running {
         buffer,
         sinks: sink_status,
-        ingest: counters,
+        ingest: view,
+        drivers: registry,
+        reload: reload_tx,
         stop,
         task,
     })
+}
+
+/// Routes per driver (and the heartbeat), as ingest uses them.
+pub(crate) fn routes_for(settings: &Settings, buffer: &Buffer) -> HashMap<String, Route> {
+    let heartbeat = settings.health.enabled.then_some((
+        HEALTH_SOURCE,
+        settings.health.stream.as_str(),
+        settings.health.priority,
+    ));
+    settings
+        .drivers
+        .values()
+        .map(|d| (d.name.as_str(), d.stream.as_str(), d.priority))
+        .chain(heartbeat)
+        .map(|(name, stream, priority)| {
+            let sinks = settings.sinks_for_stream(stream);
+            let route = Route {
+                stream: Arc::from(stream),
+                priority,
+                sinks: buffer.mask_for(sinks.iter().copied()),
+            };
+            (name.to_string(), route)
+        })
+        .collect()
+}
+
+/// Builds drivers from their settings (at start and on reload).
+#[derive(Debug)]
+pub(crate) struct DriverFactory {
+    data_dir: PathBuf,
+    pub buffer: Buffer,
+    sinks: BTreeMap<String, SinkHandle>,
+    board: Arc<dyn Board>,
+    drivers: DriverRegistry,
+}
+
+impl DriverFactory {
+    pub fn driver(&self, d: &DriverSettings) -> Box<dyn Driver> {
+        match &d.kind {
+            DriverKind::Sim(cfg) => Box::new(SimDriver::new(&d.name, cfg)),
+        }
+    }
+
+    pub fn heartbeat(&self, h: &HealthSettings) -> Box<dyn Driver> {
+        Box::new(Heartbeat {
+            interval: h.interval,
+            data_dir: self.data_dir.clone(),
+            buffer: self.buffer.clone(),
+            sinks: self
+                .sinks
+                .iter()
+                .map(|(n, h)| (n.clone(), h.clone()))
+                .collect(),
+            drivers: self.drivers.clone(),
+            board: self.board.clone(),
+        })
+    }
 }
 
 struct Shutdown {
@@ -346,8 +377,8 @@ struct Shutdown {
     events: tokio::task::JoinHandle<()>,
     control_stop: CancellationToken,
     control: tokio::task::JoinHandle<()>,
-    drivers_stop: CancellationToken,
-    drivers: TaskTracker,
+    manager_stop: CancellationToken,
+    manager: tokio::task::JoinHandle<()>,
     ingest: tokio::task::JoinHandle<()>,
     buffer: Buffer,
     sinks_stop: CancellationToken,
@@ -365,9 +396,10 @@ async fn shutdown(s: Shutdown) {
     {
         tracing::warn!("control API did not close within 2s");
     }
-    tracing::info!("stopping: drivers first");
-    s.drivers_stop.cancel();
-    if tokio::time::timeout(DRIVER_STOP, s.drivers.wait())
+    // The manager stops the drivers (each bounded by DRIVER_STOP) and drops the last
+    // sender, which ends ingest once it has drained the queue.
+    s.manager_stop.cancel();
+    if tokio::time::timeout(DRIVER_STOP + Duration::from_secs(1), s.manager)
         .await
         .is_err()
     {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use serde::Serialize;
-use skygate_drivers::Timestamp;
+use skygate_drivers::{ErrorRing, Timestamp};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +65,8 @@ pub struct SinkHandle {
 pub struct SinkStatus {
     pub state: LinkState,
     pub last_error: Option<String>,
+    /// The newest distinct errors, for `skygate errors` and the TUI.
+    pub recent_errors: ErrorRing,
     pub consecutive_failures: u32,
     pub delivered_records: u64,
     pub delivered_batches: u64,
@@ -328,6 +330,7 @@ impl DeliveryTask {
         let msg = e.to_string();
         self.status.send_modify(|s| {
             s.state = LinkState::BackingOff;
+            s.recent_errors.push(msg.clone());
             s.last_error = Some(msg);
             s.consecutive_failures = failures;
         });

@@ -74,6 +74,8 @@ impl Driver for SimDriver {
     fn run(mut self: Box<Self>, ctx: DriverContext) -> BoxFuture<Result<(), DriverError>> {
         Box::pin(async move {
             let start = Instant::now();
+            // A simulator always answers.
+            ctx.health.ok();
             let mut ticker = tokio::time::interval(self.tick);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -90,6 +92,7 @@ impl Driver for SimDriver {
                     let cap = (ch.rate_hz * MAX_CATCH_UP.as_secs_f64()).ceil().max(1.0) as u64;
                     if due > cap {
                         ch.skipped += due - cap;
+                        ctx.health.count("skipped", due - cap);
                         tracing::debug!(driver = %self.name, channel = %ch.name, skipped = due - cap, "sim fell behind");
                         due = cap;
                     }
@@ -152,6 +155,7 @@ mod tests {
             out: ReadingSender::new(tx),
             cancel: cancel.clone(),
             clock: Arc::new(SystemClock::default()),
+            health: Default::default(),
         };
         let task = tokio::spawn(Box::new(SimDriver::new("wx", &cfg)).run(ctx));
         tokio::time::sleep(Duration::from_millis(2_005)).await;

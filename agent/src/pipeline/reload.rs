@@ -1,0 +1,287 @@
+//! The manager task: owns the running drivers, applies configuration reloads, and stops
+//! the drivers when the agent stops.
+//!
+//! A reload (SIGHUP, `skygate reload`, the TUI) reads the configuration again from where it
+//! came from. A configuration that does not validate changes nothing. Otherwise what can
+//! change live is applied — drivers added, removed or changed, routes, the heartbeat — and
+//! what cannot (gateway, buffer, sinks, control) is reported as needing a restart and
+//! keeps running as before.
+//!
+//! Order, so no reading is lost or misrouted: stop removed and changed drivers (each
+//! returns after its last send); wait until ingest has taken the queue; install the new
+//! routes (ingest swaps them between batches); start new and changed drivers.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::drivers::DriverSet;
+use super::ingest::IngestCmd;
+use super::{DriverFactory, routes_for};
+use crate::config::{ConfigError, HEALTH_SOURCE, Settings};
+use crate::control::audit::{Audit, AuditEvent};
+
+/// Longest wait for ingest to take the queued readings of stopped drivers.
+const QUEUE_DRAIN: Duration = Duration::from_secs(5);
+
+/// Who asked for a reload, and where the answer goes.
+#[derive(Debug)]
+pub struct ReloadRequest {
+    pub actor: String,
+    pub origin: String,
+    pub reply: Option<oneshot::Sender<Result<ReloadReport, ReloadError>>>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub source: String,
+    pub drivers_started: Vec<String>,
+    pub drivers_stopped: Vec<String>,
+    pub drivers_restarted: Vec<String>,
+    pub routes_changed: bool,
+    pub health_changed: bool,
+    /// Sections that changed but apply only at the next start.
+    pub restart_required: Vec<String>,
+}
+
+impl ReloadReport {
+    pub fn changed_nothing(&self) -> bool {
+        self.drivers_started.is_empty()
+            && self.drivers_stopped.is_empty()
+            && self.drivers_restarted.is_empty()
+            && !self.routes_changed
+            && !self.health_changed
+    }
+
+    fn summary(&self) -> String {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(",")
+            }
+        };
+        format!(
+            "started {}; stopped {}; restarted {}; routes {}; heartbeat {}; restart required: {}",
+            list(&self.drivers_started),
+            list(&self.drivers_stopped),
+            list(&self.drivers_restarted),
+            if self.routes_changed {
+                "changed"
+            } else {
+                "same"
+            },
+            if self.health_changed {
+                "changed"
+            } else {
+                "same"
+            },
+            list(&self.restart_required),
+        )
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the new configuration is not valid, nothing changed: {0}")]
+    Config(ConfigError),
+    #[error("the agent runs on settings given inline; there is no file to read again")]
+    NoSource,
+    #[error("the agent is stopping")]
+    Stopping,
+}
+
+pub(super) struct Manager {
+    pub set: DriverSet,
+    pub current: Settings,
+    pub factory: DriverFactory,
+    pub ingest: mpsc::Sender<IngestCmd>,
+    pub audit: Audit,
+}
+
+impl Manager {
+    /// Starts every configured driver and the heartbeat.
+    pub fn start_all(&mut self) {
+        for d in self.current.drivers.values() {
+            self.set.start(
+                &d.name,
+                d.kind.as_str(),
+                &d.stream,
+                d.priority,
+                self.factory.driver(d),
+            );
+        }
+        self.start_heartbeat();
+    }
+
+    fn start_heartbeat(&mut self) {
+        let h = &self.current.health;
+        if h.enabled {
+            self.set.start(
+                HEALTH_SOURCE,
+                "health",
+                &h.stream,
+                h.priority,
+                self.factory.heartbeat(h),
+            );
+        }
+    }
+
+    /// Serves reloads until `stop`, then stops every driver (waiting for each).
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<ReloadRequest>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(req) = requests.recv() => {
+                    let result = self.reload(&req).await;
+                    if let Some(reply) = req.reply {
+                        let _ = reply.send(result);
+                    }
+                }
+            }
+        }
+        // Refuse what is still queued rather than leave callers waiting.
+        requests.close();
+        while let Ok(req) = requests.try_recv() {
+            if let Some(reply) = req.reply {
+                let _ = reply.send(Err(ReloadError::Stopping));
+            }
+        }
+        tracing::info!("stopping: drivers first");
+        self.set.stop_all().await;
+    }
+
+    async fn reload(&mut self, req: &ReloadRequest) -> Result<ReloadReport, ReloadError> {
+        let source = self.current.source.clone();
+        let loaded = tokio::task::spawn_blocking(move || source.load())
+            .await
+            .ok()
+            .flatten();
+        let target = self.current.source.to_string();
+        let event = |result: &str, detail: String| AuditEvent {
+            actor: req.actor.clone(),
+            origin: req.origin.clone(),
+            action: "config.reload".into(),
+            target: target.clone(),
+            result: result.into(),
+            detail,
+        };
+        let new = match loaded {
+            None => {
+                self.audit
+                    .record(event("rejected: no source", String::new()))
+                    .await;
+                return Err(ReloadError::NoSource);
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "reload: configuration not valid; nothing changed");
+                self.audit
+                    .record(event("rejected: invalid", e.to_string()))
+                    .await;
+                return Err(ReloadError::Config(e));
+            }
+            Some(Ok(s)) => s,
+        };
+        let report = self.apply(new).await;
+        tracing::info!(actor = %req.actor, summary = %report.summary(), "configuration reloaded");
+        self.audit.record(event("ok", report.summary())).await;
+        Ok(report)
+    }
+
+    async fn apply(&mut self, new: Settings) -> ReloadReport {
+        let old = &self.current;
+        let mut report = ReloadReport {
+            source: old.source.to_string(),
+            ..Default::default()
+        };
+        for (section, changed) in [
+            ("gateway", old.gateway != new.gateway),
+            ("buffer", old.buffer != new.buffer),
+            ("sinks", old.sinks != new.sinks),
+        ] {
+            if changed {
+                report.restart_required.push(section.to_string());
+            }
+        }
+        let old_names: BTreeSet<&String> = old.drivers.keys().collect();
+        let new_names: BTreeSet<&String> = new.drivers.keys().collect();
+        report.drivers_stopped = old_names
+            .difference(&new_names)
+            .map(|n| n.to_string())
+            .collect();
+        report.drivers_started = new_names
+            .difference(&old_names)
+            .map(|n| n.to_string())
+            .collect();
+        report.drivers_restarted = old_names
+            .intersection(&new_names)
+            .filter(|n| old.drivers[**n] != new.drivers[**n])
+            .map(|n| n.to_string())
+            .collect();
+        report.routes_changed = old.routes != new.routes;
+        report.health_changed = old.health != new.health;
+
+        let mut to_stop: Vec<String> = report
+            .drivers_stopped
+            .iter()
+            .chain(&report.drivers_restarted)
+            .cloned()
+            .collect();
+        if report.health_changed && old.health.enabled {
+            to_stop.push(HEALTH_SOURCE.to_string());
+        }
+        self.set.stop(&to_stop).await;
+
+        // What keeps running as before stays in the settings, so the next reload reports
+        // it again until a restart applies it.
+        let mut next = new;
+        next.gateway = self.current.gateway.clone();
+        next.buffer = self.current.buffer.clone();
+        next.sinks = self.current.sinks.clone();
+        if !self.set.wait_queue_empty(QUEUE_DRAIN).await {
+            tracing::warn!(
+                "reload: ingest did not take the queue within {QUEUE_DRAIN:?}; routing anyway"
+            );
+        }
+        let routes = routes_for(&next, &self.factory.buffer);
+        let (done, installed) = oneshot::channel();
+        if self
+            .ingest
+            .send(IngestCmd::SetRoutes(routes, done))
+            .await
+            .is_ok()
+        {
+            let _ = installed.await;
+        }
+        self.current = next;
+        let start: Vec<String> = report
+            .drivers_started
+            .iter()
+            .chain(&report.drivers_restarted)
+            .cloned()
+            .collect();
+        for name in start {
+            let d = &self.current.drivers[&name];
+            self.set.start(
+                &d.name,
+                d.kind.as_str(),
+                &d.stream,
+                d.priority,
+                self.factory.driver(d),
+            );
+        }
+        if report.health_changed {
+            self.start_heartbeat();
+        }
+        report
+    }
+}
