@@ -294,3 +294,55 @@ pub fn sim_rig(
     std::fs::write(&cfg, text).expect("config");
     (root, data, cfg)
 }
+
+/// PEM files of a throwaway CA and a server certificate it signed for `localhost` and
+/// `127.0.0.1` (real X.509, verified by rustls like any other).
+#[derive(Debug)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Another CA's certificate: trusting only this must fail the handshake.
+    pub other_ca: PathBuf,
+}
+
+pub fn tls_files(dir: &Path) -> TlsFiles {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca = |cn: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        CertifiedIssuer::self_signed(p, KeyPair::generate().expect("key")).expect("ca")
+    };
+    let issuer = ca("skygate test CA");
+    let other = ca("some other CA");
+    let key = KeyPair::generate().expect("key");
+    let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("params");
+    p.distinguished_name
+        .push(DnType::CommonName, "skygate gateway");
+    let cert = p.signed_by(&key, &issuer).expect("sign");
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        other_ca: dir.join("other-ca.pem"),
+    };
+    std::fs::write(&files.ca, issuer.pem()).expect("ca");
+    std::fs::write(&files.other_ca, other.pem()).expect("other ca");
+    std::fs::write(&files.cert, cert.pem()).expect("cert");
+    std::fs::write(&files.key, key.serialize_pem()).expect("key");
+    files
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port()
+}

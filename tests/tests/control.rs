@@ -389,3 +389,165 @@ fn the_heartbeat_stream_reports_the_gateway_and_is_routed_like_any_stream() {
         .expect("rss");
     assert!(rss["value"].as_i64().expect("int") > 1_000_000, "{rss}");
 }
+
+#[test]
+fn the_tcp_api_is_tls_only_wants_the_token_and_the_socket_follows_the_control_section() {
+    let root = tempfile::tempdir().expect("tmp");
+    let data = root.path().join("data");
+    let tls = skygate_e2e::tls_files(root.path());
+    let token = root.path().join("token");
+    std::fs::write(&token, "5b1f0c2e9a7d4e63b8a1c0f2d9e8a7b6\n").expect("token");
+    let wrong = root.path().join("wrong");
+    std::fs::write(&wrong, "00000000000000000000000000000000\n").expect("token");
+    let port = skygate_e2e::free_port();
+    let cfg = root.path().join("c.toml");
+    let text = skygate_e2e::sim_config(
+        "gw-tcp",
+        1,
+        20,
+        &format!(
+            "[health]\nenabled = false\n[control]\nsocket = \"run/ctl.sock\"\nsocket_mode = \"0640\"\nsocket_group = \"nogroup\"\n\
+             listen = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntoken_file = \"{}\"\n{}",
+            tls.cert.display(),
+            tls.key.display(),
+            token.display(),
+            skygate_e2e::archive_sink(&root.path().join("bucket"), "")
+        ),
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let a = Agent::start(&cfg, &data);
+    let sock = data.join("run/ctl.sock");
+    wait_until(Duration::from_secs(20), "the control socket", || {
+        sock.exists()
+    });
+
+    // The socket is where, and as restricted as, the [control] section says.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&sock).expect("socket");
+    assert_eq!(meta.mode() & 0o777, 0o640);
+    let nogroup: u32 = std::fs::read_to_string("/etc/group")
+        .expect("/etc/group")
+        .lines()
+        .find_map(|l| l.strip_prefix("nogroup:")?.split(':').nth(1)?.parse().ok())
+        .expect("nogroup");
+    assert_eq!(meta.gid(), nogroup);
+    // The CLI finds it from the config.
+    let out = skygate(&[
+        "status",
+        "--json",
+        "--config",
+        cfg.to_str().expect("utf8"),
+        "--data-dir",
+        data.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let url = format!("https://127.0.0.1:{port}");
+    let remote = |token: &Path, ca: &Path, args: &[&str]| {
+        let mut v = args.to_vec();
+        v.extend([
+            "--url",
+            &url,
+            "--token-file",
+            token.to_str().expect("utf8"),
+            "--ca-cert",
+            ca.to_str().expect("utf8"),
+        ]);
+        skygate(&v)
+    };
+    let ok = remote(&token, &tls.ca, &["status", "--json"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("json");
+    assert_eq!(v["gateway"], "gw-tcp");
+
+    let denied = remote(&wrong, &tls.ca, &["sinks", "pause", "archive"]);
+    assert_eq!(denied.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(err.contains("401"), "{err}");
+    let sinks = remote(&token, &tls.ca, &["sinks", "--json"]);
+    let sinks: serde_json::Value = serde_json::from_slice(&sinks.stdout).expect("json");
+    assert_eq!(sinks[0]["paused"], false, "a refused pause changed nothing");
+
+    // A certificate from a CA the client does not trust: no connection at all.
+    let untrusted = remote(&token, &tls.other_ca, &["status"]);
+    assert_eq!(untrusted.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(
+        err.contains("cannot reach") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    // No token at all, and plaintext HTTP: refused by the server (curl as an outside client).
+    let curl = |args: &[&str]| {
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .args(args)
+            .output()
+            .expect("curl")
+    };
+    let none = curl(&[
+        "--cacert",
+        tls.ca.to_str().expect("utf8"),
+        &format!("{url}/v1/status"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&none.stdout), "401");
+    let plain = curl(&[&format!("http://127.0.0.1:{port}/v1/status")]);
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+
+    // With the token, operator actions work and are audited with where they came from.
+    let paused = remote(&token, &tls.ca, &["sinks", "pause", "archive"]);
+    assert!(
+        paused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paused.stderr)
+    );
+    let metrics = remote(&token, &tls.ca, &["errors", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&metrics.stdout).expect("json");
+    assert!(
+        v["active"]
+            .as_array()
+            .expect("active")
+            .iter()
+            .any(|x| x["component"] == "sink/archive"),
+        "{v}"
+    );
+    assert_eq!(a.stop(), Some(0));
+    let audit = skygate(&[
+        "audit",
+        "--json",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+    ]);
+    let rows: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("json");
+    let rows = rows.as_array().expect("rows");
+    assert!(
+        rows.iter().any(|r| r["action"] == "sink.pause"
+            && r["result"] == "ok"
+            && r["actor"] == "token"
+            && r["origin"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("tcp:127.0.0.1:"))),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["result"] == "rejected: bad or missing token"),
+        "{rows:?}"
+    );
+}

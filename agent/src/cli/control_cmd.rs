@@ -22,8 +22,8 @@ pub fn run(cmd: Command) -> Result<i32, CliError> {
         Ok(rt.block_on(ep.request("GET", path))?)
     };
     match cmd {
-        Command::Status { dir, json } => {
-            let v: Value = serde_json::from_slice(&get(&endpoint(&dir)?, "/v1/status")?)?;
+        Command::Status { api, json } => {
+            let v: Value = serde_json::from_slice(&get(&endpoint(&api)?, "/v1/status")?)?;
             if json {
                 print_json(&mut out, &v)?;
             } else {
@@ -31,8 +31,8 @@ pub fn run(cmd: Command) -> Result<i32, CliError> {
             }
             Ok(0)
         }
-        Command::Sinks { action, dir, json } => {
-            let ep = endpoint(&dir)?;
+        Command::Sinks { action, api, json } => {
+            let ep = endpoint(&api)?;
             if let Some(action) = action {
                 let (verb, name) = match &action {
                     SinkAction::Pause { name } => ("pause", name),
@@ -51,8 +51,8 @@ pub fn run(cmd: Command) -> Result<i32, CliError> {
             }
             Ok(0)
         }
-        Command::Drivers { dir, json } => {
-            let body = get(&endpoint(&dir)?, "/v1/drivers")?;
+        Command::Drivers { api, json } => {
+            let body = get(&endpoint(&api)?, "/v1/drivers")?;
             if json {
                 print_json(&mut out, &serde_json::from_slice::<Value>(&body)?)?;
             } else {
@@ -61,8 +61,8 @@ pub fn run(cmd: Command) -> Result<i32, CliError> {
             }
             Ok(0)
         }
-        Command::Errors { dir, json } => {
-            let body = get(&endpoint(&dir)?, "/v1/errors")?;
+        Command::Errors { api, json } => {
+            let body = get(&endpoint(&api)?, "/v1/errors")?;
             let reply: ErrorsReply = serde_json::from_slice(&body)?;
             if json {
                 print_json(&mut out, &reply)?;
@@ -76,9 +76,9 @@ pub fn run(cmd: Command) -> Result<i32, CliError> {
                 0
             })
         }
-        Command::Reload { dir, json } => {
+        Command::Reload { api, json } => {
             let v: Value = serde_json::from_slice(
-                &rt.block_on(endpoint(&dir)?.request("POST", "/v1/reload"))?,
+                &rt.block_on(endpoint(&api)?.request("POST", "/v1/reload"))?,
             )?;
             if json {
                 print_json(&mut out, &v)?;
@@ -90,7 +90,7 @@ pub fn run(cmd: Command) -> Result<i32, CliError> {
         Command::Tail {
             stream,
             source,
-            dir,
+            api,
             json,
             count,
         } => {
@@ -105,7 +105,7 @@ pub fn run(cmd: Command) -> Result<i32, CliError> {
             let mut printed = 0u64;
             let mut pending = Vec::new();
             let mut io_error = None;
-            rt.block_on(endpoint(&dir)?.stream(&path, |chunk| {
+            rt.block_on(endpoint(&api)?.stream(&path, |chunk| {
                 pending.extend_from_slice(chunk);
                 while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=nl).collect();

@@ -14,7 +14,9 @@ use clap::{Parser, Subcommand};
 
 use crate::buffer::BufferError;
 use crate::config;
+use crate::control::client::Endpoint;
 use crate::logging::LogFormat;
+use crate::util::secret::Secret;
 
 pub use buffer_cmd::run as run_buffer;
 pub use control_cmd::run as run_control;
@@ -53,7 +55,7 @@ pub enum Command {
     /// What the running agent is doing: gateway, uptime, time quality, buffer, ingest.
     Status {
         #[command(flatten)]
-        dir: DirArgs,
+        api: ApiArgs,
         #[arg(long)]
         json: bool,
     },
@@ -62,14 +64,14 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<SinkAction>,
         #[command(flatten)]
-        dir: DirArgs,
+        api: ApiArgs,
         #[arg(long)]
         json: bool,
     },
     /// Drivers of the running agent: state, readings, errors, and each channel's last value.
     Drivers {
         #[command(flatten)]
-        dir: DirArgs,
+        api: ApiArgs,
         #[arg(long)]
         json: bool,
     },
@@ -84,7 +86,7 @@ pub enum Command {
         #[arg(long, short = 'n')]
         count: Option<u64>,
         #[command(flatten)]
-        dir: DirArgs,
+        api: ApiArgs,
         /// NDJSON lines (schema v1, without seq) instead of text.
         #[arg(long)]
         json: bool,
@@ -93,7 +95,7 @@ pub enum Command {
     /// error alarm is active.
     Errors {
         #[command(flatten)]
-        dir: DirArgs,
+        api: ApiArgs,
         #[arg(long)]
         json: bool,
     },
@@ -101,7 +103,7 @@ pub enum Command {
     /// routes, heartbeat); like SIGHUP. An invalid configuration changes nothing.
     Reload {
         #[command(flatten)]
-        dir: DirArgs,
+        api: ApiArgs,
         #[arg(long)]
         json: bool,
     },
@@ -137,6 +139,24 @@ pub struct DirArgs {
     /// Find the data directory from this config instead.
     #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
+}
+
+/// How to reach the running agent: its socket (found like the data directory), or a
+/// remote agent's TLS API.
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// A remote agent's control API, `https://HOST:PORT` (its `control.listen`).
+    #[arg(long, env = "SKYGATE_URL", global = true)]
+    pub url: Option<String>,
+    /// File holding the bearer token for --url.
+    #[arg(long, env = "SKYGATE_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) the remote agent's certificate must chain to; default: the
+    /// system bundle.
+    #[arg(long, env = "SKYGATE_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -238,27 +258,52 @@ pub enum CliError {
     Buffer(#[from] BufferError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Url(#[from] crate::control::client::UrlError),
+    #[error(
+        "--url needs --token-file (or SKYGATE_TOKEN_FILE): the remote API wants a bearer token"
+    )]
+    NoToken,
+    #[error(transparent)]
+    Secret(#[from] crate::util::secret::SecretError),
 }
 
-/// Where the running agent's control API is: its socket in the data directory.
-pub(crate) fn endpoint(d: &DirArgs) -> Result<crate::control::client::Endpoint, CliError> {
-    Ok(crate::control::client::Endpoint::Unix(
-        crate::control::socket_path(&data_dir(d)?),
-    ))
+/// Where the running agent's control API is: `--url`, else its socket (the config's
+/// `control.socket`, relative to the data directory, by default `skygate.sock` there).
+pub(crate) fn endpoint(a: &ApiArgs) -> Result<Endpoint, CliError> {
+    if let Some(url) = &a.url {
+        let (host, port) = crate::control::client::parse_url(url)?;
+        let token_file = a.token_file.as_deref().ok_or(CliError::NoToken)?;
+        return Ok(Endpoint::Tls {
+            host,
+            port,
+            ca: a.ca_cert.clone(),
+            token: Secret::from_token_file(token_file)?,
+        });
+    }
+    let settings = a.dir.config.as_deref().map(config::load).transpose()?;
+    let dir = data_dir_of(&a.dir, settings.as_ref());
+    let socket = settings.map_or_else(
+        || PathBuf::from(crate::control::SOCKET_NAME),
+        |s| s.control.socket,
+    );
+    Ok(Endpoint::Unix(dir.join(socket)))
 }
 
 /// The agent's data directory: `--data-dir`, else the config's `data_dir`, else the default.
 pub(crate) fn data_dir(d: &DirArgs) -> Result<PathBuf, CliError> {
-    if let Some(p) = &d.data_dir {
-        return Ok(p.clone());
-    }
-    if let Some(c) = &d.config {
-        let s = config::load(c)?;
-        if let Some(p) = s.gateway.data_dir {
-            return Ok(p);
-        }
-    }
-    Ok(PathBuf::from(DEFAULT_DATA_DIR))
+    let settings = match (&d.data_dir, &d.config) {
+        (None, Some(c)) => Some(config::load(c)?),
+        _ => None,
+    };
+    Ok(data_dir_of(d, settings.as_ref()))
+}
+
+fn data_dir_of(d: &DirArgs, settings: Option<&config::Settings>) -> PathBuf {
+    d.data_dir
+        .clone()
+        .or_else(|| settings.and_then(|s| s.gateway.data_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }
 
 pub(crate) fn print_json(

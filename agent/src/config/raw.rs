@@ -25,6 +25,7 @@ pub struct TopRaw {
     pub gateway: Option<GatewayRaw>,
     pub buffer: Option<BufferRaw>,
     pub health: Option<HealthRaw>,
+    pub control: Option<ControlRaw>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteRaw>>,
 }
@@ -56,6 +57,19 @@ pub struct HealthRaw {
     pub interval: Option<Spanned<HumanDuration>>,
     pub stream: Option<Name>,
     pub priority: Option<Priority>,
+}
+
+/// The control API: its Unix socket, and the optional TLS listener.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRaw {
+    pub socket: Option<String>,
+    pub socket_mode: Option<Spanned<String>>,
+    pub socket_group: Option<Spanned<String>>,
+    pub listen: Option<Spanned<String>>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub token_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -146,6 +160,7 @@ pub struct Merged {
     pub data_dir: Option<String>,
     pub buffer: BufferMerged,
     pub health: HealthMerged,
+    pub control: ControlMerged,
     pub drivers: BTreeMap<String, Located<DriverRaw>>,
     pub sinks: BTreeMap<String, Located<SinkRaw>>,
     pub routes: Vec<Located<RouteRaw>>,
@@ -157,6 +172,17 @@ pub struct HealthMerged {
     pub interval: Option<Located<HumanDuration>>,
     pub stream: Option<Name>,
     pub priority: Option<Priority>,
+}
+
+#[derive(Debug, Default)]
+pub struct ControlMerged {
+    pub socket: Option<String>,
+    pub socket_mode: Option<Located<String>>,
+    pub socket_group: Option<Located<String>>,
+    pub listen: Option<Located<String>>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub token_file: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -202,6 +228,21 @@ impl Merged {
             }
             m.stream = h.stream.or(m.stream.take());
             m.priority = h.priority.or(m.priority);
+        }
+        if let Some(c) = top.control {
+            let m = &mut self.control;
+            m.socket = c.socket.or(m.socket.take());
+            let loc = |v: Option<Spanned<String>>, old: &mut Option<Located<String>>| {
+                if let Some(v) = v {
+                    *old = Some(located(file, v));
+                }
+            };
+            loc(c.socket_mode, &mut m.socket_mode);
+            loc(c.socket_group, &mut m.socket_group);
+            loc(c.listen, &mut m.listen);
+            m.tls_cert = c.tls_cert.or(m.tls_cert.take());
+            m.tls_key = c.tls_key.or(m.tls_key.take());
+            m.token_file = c.token_file.or(m.token_file.take());
         }
         for (name, d) in drivers {
             let l = located(file, name);

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use skygate_drivers::sim::SimConfig;
 
-use super::raw::{BucketSinkRaw, DriverKindRaw, DurabilityRaw, Located, Merged, SinkKindRaw};
+use super::raw::{
+    BucketSinkRaw, ControlMerged, DriverKindRaw, DurabilityRaw, Located, Merged, SinkKindRaw,
+};
 use super::{ConfigError, ConfigSource, SourceFile};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +18,7 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     pub buffer: BufferSettings,
     pub health: HealthSettings,
+    pub control: ControlSettings,
     pub drivers: BTreeMap<String, DriverSettings>,
     pub sinks: BTreeMap<String, SinkSettings>,
     pub routes: Vec<RouteSettings>,
@@ -76,6 +79,40 @@ pub struct HealthSettings {
     pub interval: Duration,
     pub stream: String,
     pub priority: u8,
+}
+
+/// Where the control API listens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlSettings {
+    /// The Unix socket; relative paths are under the data directory.
+    pub socket: PathBuf,
+    /// Permission bits of the socket; never writable by others.
+    pub socket_mode: u32,
+    /// Group given the socket (the service group whose members may operate the agent).
+    pub socket_group: Option<String>,
+    /// The optional remote API: TLS only, every request with the bearer token.
+    pub tcp: Option<TcpControlSettings>,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(crate::control::SOCKET_NAME),
+            socket_mode: 0o660,
+            socket_group: None,
+            tcp: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpControlSettings {
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain and private key of the listener.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// File holding the bearer token (the token itself never sits in the config).
+    pub token_file: PathBuf,
 }
 
 /// The heartbeat's readings carry this as `source`; no driver may take the name.
@@ -231,6 +268,8 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         priority: h.priority.map_or(7, |p| p.0),
     };
 
+    let control = control(m.control, files)?;
+
     let mut drivers = BTreeMap::new();
     for (name, l) in m.drivers {
         if name == HEALTH_SOURCE {
@@ -379,9 +418,77 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         gateway,
         buffer,
         health,
+        control,
         drivers,
         sinks,
         routes,
+    })
+}
+
+fn control(c: ControlMerged, files: &[SourceFile]) -> Result<ControlSettings, ConfigError> {
+    let at = |l: &Located<String>, msg: String| files[l.file].error_at(Some(l.span.clone()), msg);
+    let d = ControlSettings::default();
+    let socket_mode = match &c.socket_mode {
+        None => d.socket_mode,
+        Some(l) => {
+            let mode = u32::from_str_radix(l.value.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    at(l, format!("control.socket_mode must be octal permission bits like \"0660\", got {:?}", l.value))
+                })?;
+            if mode & 0o002 != 0 {
+                return Err(at(
+                    l,
+                    format!(
+                        "control.socket_mode {:o} lets any user control the agent; use 0660 and socket_group",
+                        mode
+                    ),
+                ));
+            }
+            mode
+        }
+    };
+    if let Some(g) = &c.socket_group
+        && (g.value.is_empty() || g.value.contains(['/', ':', ' ']))
+    {
+        return Err(at(
+            g,
+            format!("control.socket_group {:?} is not a group name", g.value),
+        ));
+    }
+    let tcp = match &c.listen {
+        None => None,
+        Some(l) => {
+            let listen = l.value.parse::<std::net::SocketAddr>().map_err(|e| {
+                at(
+                    l,
+                    format!(
+                        "control.listen must be ADDRESS:PORT, got {:?}: {e}",
+                        l.value
+                    ),
+                )
+            })?;
+            let (Some(cert), Some(key), Some(token)) = (&c.tls_cert, &c.tls_key, &c.token_file)
+            else {
+                return Err(at(
+                    l,
+                    "control.listen needs tls_cert, tls_key and token_file: the remote API is TLS-only and every request carries the bearer token".into(),
+                ));
+            };
+            Some(TcpControlSettings {
+                listen,
+                tls_cert: PathBuf::from(cert),
+                tls_key: PathBuf::from(key),
+                token_file: PathBuf::from(token),
+            })
+        }
+    };
+    Ok(ControlSettings {
+        socket: c.socket.map_or(d.socket, PathBuf::from),
+        socket_mode,
+        socket_group: c.socket_group.map(|g| g.value),
+        tcp,
     })
 }
 

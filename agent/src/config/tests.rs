@@ -206,3 +206,44 @@ fn the_heartbeat_section_is_validated_and_its_source_name_is_reserved() {
             && h.interval == std::time::Duration::from_secs(60)
     );
 }
+
+#[test]
+fn the_control_section_refuses_a_world_writable_socket_and_a_tcp_listener_without_tls() {
+    let e = err(&format!("{SINK}[control]\nsocket_mode = \"0666\"\n"));
+    assert_eq!((e.line, e.column), (4, 15), "{e}");
+    assert!(e.message.contains("lets any user control the agent"), "{e}");
+    let e = err(&format!("{SINK}[control]\nsocket_mode = \"rw\"\n"));
+    assert!(e.message.contains("octal"), "{e}");
+    let e = err(&format!(
+        "{SINK}[control]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"/c.pem\"\n"
+    ));
+    assert_eq!((e.line, e.column), (4, 10), "{e}");
+    assert!(e.message.contains("TLS-only"), "{e}");
+    let e = err(&format!("{SINK}[control]\nlisten = \"gateway:8443\"\n"));
+    assert!(e.message.contains("ADDRESS:PORT"), "{e}");
+
+    let d = tempfile::tempdir().expect("tmp");
+    let p = write(
+        d.path(),
+        "skygate.toml",
+        &format!(
+            "{SINK}[control]\nsocket = \"/run/skygate/ctl.sock\"\nsocket_mode = \"0600\"\nsocket_group = \"skygate\"\n\
+             listen = \"0.0.0.0:8443\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\ntoken_file = \"/t\"\n"
+        ),
+    );
+    let s = load(&p).expect("valid");
+    assert_eq!(s.control.socket, PathBuf::from("/run/skygate/ctl.sock"));
+    assert_eq!(s.control.socket_mode, 0o600);
+    assert_eq!(s.control.socket_group.as_deref(), Some("skygate"));
+    let tcp = s.control.tcp.expect("tcp");
+    assert_eq!(tcp.listen.port(), 8443);
+    assert_eq!(tcp.token_file, PathBuf::from("/t"));
+    // Defaults: the socket in the data directory, owner and group only, no TCP.
+    let s = load_sources(vec![SourceFile {
+        path: "x.toml".into(),
+        text: SINK.into(),
+    }])
+    .expect("valid");
+    assert_eq!(s.control, ControlSettings::default());
+    assert_eq!(s.control.socket_mode, 0o660);
+}

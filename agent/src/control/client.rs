@@ -7,6 +7,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 
+use crate::util::secret::Secret;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the agent at {at}: {source} (is it running, and may this user use it?)")]
@@ -23,14 +25,64 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     Unix(PathBuf),
+    /// `https://HOST:PORT`, trusting `ca` (or the system bundle), sending `token`.
+    Tls {
+        host: String,
+        port: u16,
+        ca: Option<PathBuf>,
+        token: Secret,
+    },
 }
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unix(p) => write!(f, "{}", p.display()),
+            Self::Tls { host, port, .. } if host.contains(':') => {
+                write!(f, "https://[{host}]:{port}")
+            }
+            Self::Tls { host, port, .. } => write!(f, "https://{host}:{port}"),
         }
     }
+}
+
+/// Why a URL cannot name a control API.
+#[derive(Debug, thiserror::Error)]
+#[error("control URL {url:?}: {why}")]
+pub struct UrlError {
+    url: String,
+    why: &'static str,
+}
+
+/// `https://HOST:PORT` (IPv6 in brackets) into host and port.
+pub fn parse_url(url: &str) -> Result<(String, u16), UrlError> {
+    let bad = |why| UrlError {
+        url: url.to_string(),
+        why,
+    };
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        bad(if url.starts_with("http://") {
+            "the remote control API is TLS only: use https://"
+        } else {
+            "expected https://HOST:PORT"
+        })
+    })?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, p) = v6
+            .split_once("]:")
+            .ok_or_else(|| bad("expected https://[ADDR]:PORT"))?;
+        (h, p)
+    } else {
+        authority
+            .rsplit_once(':')
+            .ok_or_else(|| bad("the port is missing"))?
+    };
+    if host.is_empty() {
+        return Err(bad("the host is missing"));
+    }
+    let port = port.parse().map_err(|_| bad("the port is not a number"))?;
+    Ok((host.to_string(), port))
 }
 
 impl Endpoint {
@@ -43,21 +95,35 @@ impl Endpoint {
             at: self.to_string(),
             source,
         };
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "skygate");
-        let (mut sender, conn) = match self {
+        let req = hyper::Request::builder().method(method).uri(path);
+        let mut sender = match self {
             Self::Unix(p) => {
                 let stream = tokio::net::UnixStream::connect(p)
                     .await
                     .map_err(connect_err)?;
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?
+                handshake(stream).await?
+            }
+            Self::Tls { host, port, ca, .. } => {
+                let tls = crate::util::tls::client_config(ca.as_deref())
+                    .map_err(|e| connect_err(std::io::Error::other(e)))?;
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| connect_err(std::io::Error::other(e)))?;
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(connect_err)?;
+                let stream = tokio_rustls::TlsConnector::from(tls)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(connect_err)?;
+                handshake(stream).await?
             }
         };
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let req = match self {
+            Self::Unix(_) => req.header("host", "skygate"),
+            Self::Tls { host, token, .. } => req
+                .header("host", host.as_str())
+                .header("authorization", format!("Bearer {}", token.expose())),
+        };
         let res = sender
             .send_request(req.body(Empty::<Bytes>::new())?)
             .await?;
@@ -97,10 +163,48 @@ impl Endpoint {
     }
 }
 
+/// An HTTP/1 connection over `io`, driven by its own task.
+async fn handshake<T>(
+    io: T,
+) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, ClientError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
 /// The agent's `{"error": "..."}`, or the body as text.
 fn error_text(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_host_and_port_and_refuse_plaintext() {
+        assert_eq!(
+            parse_url("https://gw-7.example:8443").expect("ok"),
+            ("gw-7.example".to_string(), 8443)
+        );
+        assert_eq!(
+            parse_url("https://[::1]:9443/").expect("ok"),
+            ("::1".to_string(), 9443)
+        );
+        let e = parse_url("http://10.0.0.2:8443")
+            .expect_err("plaintext")
+            .to_string();
+        assert!(e.contains("TLS only"), "{e}");
+        assert!(parse_url("https://host").is_err());
+        assert!(parse_url("https://:80").is_err());
+        assert!(parse_url("https://h:port").is_err());
+    }
 }

@@ -28,11 +28,12 @@ pub mod client;
 pub mod heartbeat;
 mod metrics;
 mod server;
+mod tcp;
 pub mod views;
 
 use std::path::{Path, PathBuf};
 
-pub use server::{ControlError, ControlState, serve};
+pub use server::{ControlError, ControlState, Peer, serve};
 
 /// File name of the socket in the data directory.
 pub const SOCKET_NAME: &str = "skygate.sock";

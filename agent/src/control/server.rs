@@ -21,10 +21,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::audit::{self, Audit, AuditEvent};
+use super::tcp::{TlsListener, TokenCheck};
 use super::views;
 use crate::buffer::{Buffer, BufferMetrics, buffer_dir, ops};
+use crate::config::{ControlSettings, TcpControlSettings};
 use crate::pipeline::{DriverRegistry, IngestView, ReloadError, ReloadRequest};
 use crate::sinks::delivery::{SinkHandle, SinkStatus};
+use crate::util::secret::Secret;
 
 /// What the handlers read from. Cheap clones of the components' handles.
 #[derive(Debug, Clone)]
@@ -45,21 +48,27 @@ pub struct ControlState {
     pub audit: Audit,
 }
 
-/// Who is on the other end of the socket, from the kernel (SO_PEERCRED).
+/// Who is on the other end: on the Unix socket the kernel says which user
+/// (SO_PEERCRED); on TCP only the address is known (the token says they may).
 #[derive(Debug, Clone, Copy)]
-pub struct Peer(Option<u32>);
+pub enum Peer {
+    Unix(Option<u32>),
+    Tcp(std::net::SocketAddr),
+}
 
 impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, tokio::net::UnixListener>) -> Self {
-        Peer(stream.io().peer_cred().ok().map(|c| c.uid()))
+        Peer::Unix(stream.io().peer_cred().ok().map(|c| c.uid()))
     }
 }
 
 impl Peer {
-    /// `uid:1000(obs)`, the name from /etc/passwd where there is one.
-    fn actor(self) -> String {
-        let Some(uid) = self.0 else {
-            return "unknown".into();
+    /// `uid:1000(obs)`, the name from /etc/passwd where there is one; `token` on TCP.
+    pub fn actor(self) -> String {
+        let uid = match self {
+            Peer::Unix(Some(uid)) => uid,
+            Peer::Unix(None) => return "unknown".into(),
+            Peer::Tcp(_) => return "token".into(),
         };
         let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
             p.lines().find_map(|l| {
@@ -72,6 +81,14 @@ impl Peer {
             None => format!("uid:{uid}"),
         }
     }
+
+    /// `unix-socket` or `tcp:ADDR:PORT`.
+    pub fn origin(self) -> String {
+        match self {
+            Peer::Unix(_) => "unix-socket".into(),
+            Peer::Tcp(a) => format!("tcp:{a}"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,14 +98,39 @@ pub enum ControlError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("control.socket_group {0:?}: no such group in /etc/group")]
+    UnknownGroup(String),
+    #[error("control API on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("control API TLS: {0}")]
+    Tls(#[from] crate::util::tls::TlsError),
+    #[error("control API token: {0}")]
+    Token(#[from] crate::util::secret::SecretError),
 }
 
-/// Binds the socket (mode 0660) and serves until `stop` is cancelled.
+/// The gid of a group, from /etc/group.
+fn group_id(name: &str) -> Option<u32> {
+    std::fs::read_to_string("/etc/group")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == name).then_some(())?;
+            f.nth(1)?.parse().ok()
+        })
+}
+
+/// Binds the Unix socket (and the TLS listener when configured) and serves until `stop`
+/// is cancelled. The socket path is relative to the data directory unless absolute.
 pub async fn serve(
     state: ControlState,
-    socket: PathBuf,
+    settings: &ControlSettings,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    let socket = state.data_dir.join(&settings.socket);
     let err = |source| ControlError::Socket {
         path: socket.clone(),
         source,
@@ -100,19 +142,88 @@ pub async fn serve(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
     }
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
     let listener = tokio::net::UnixListener::bind(&socket).map_err(err)?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
-    let app = router(state);
-    tracing::info!(socket = %socket.display(), "control API listening");
-    Ok(tokio::spawn(async move {
+    std::fs::set_permissions(
+        &socket,
+        std::fs::Permissions::from_mode(settings.socket_mode),
+    )
+    .map_err(err)?;
+    if let Some(g) = &settings.socket_group {
+        let gid = group_id(g).ok_or_else(|| ControlError::UnknownGroup(g.clone()))?;
+        rustix::fs::chown(&socket, None, Some(rustix::fs::Gid::from_raw(gid)))
+            .map_err(|e| err(e.into()))?;
+    }
+    let tcp = match &settings.tcp {
+        Some(t) => Some(bind_tcp(t, &state, stop.clone()).await?),
+        None => None,
+    };
+    let app = router(state.clone());
+    tracing::info!(socket = %socket.display(), mode = format!("{:o}", settings.socket_mode), "control API listening");
+    let unix_stop = stop.clone();
+    let unix = async move {
         let res = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .with_graceful_shutdown(async move { unix_stop.cancelled().await })
             .await;
         if let Err(e) = res {
             tracing::error!(error = %e, "control API stopped");
         }
         let _ = std::fs::remove_file(&socket);
+    };
+    Ok(tokio::spawn(async move {
+        match tcp {
+            Some(tcp) => {
+                tokio::join!(unix, tcp);
+            }
+            None => unix.await,
+        }
     }))
+}
+
+/// Binds the TLS listener; the returned future serves it until `stop`.
+async fn bind_tcp(
+    t: &TcpControlSettings,
+    state: &ControlState,
+    stop: CancellationToken,
+) -> Result<impl std::future::Future<Output = ()> + use<>, ControlError> {
+    let (cert, key, token_file) = (t.tls_cert.clone(), t.tls_key.clone(), t.token_file.clone());
+    let (tls, token) = tokio::task::spawn_blocking(move || {
+        Ok::<_, ControlError>((
+            crate::util::tls::server_config(&cert, &key)?,
+            Secret::from_token_file(&token_file)?,
+        ))
+    })
+    .await
+    .map_err(|e| ControlError::Socket {
+        path: t.token_file.clone(),
+        source: std::io::Error::other(e),
+    })??;
+    let tcp = tokio::net::TcpListener::bind(t.listen)
+        .await
+        .map_err(|source| ControlError::Listen {
+            addr: t.listen,
+            source,
+        })?;
+    let listener = TlsListener::spawn(tcp, tokio_rustls::TlsAcceptor::from(tls), stop.clone());
+    let check = TokenCheck {
+        token: Arc::new(token),
+        audit: state.audit.clone(),
+    };
+    let app = router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        check,
+        super::tcp::require_token,
+    ));
+    tracing::info!(listen = %t.listen, "control API listening on TCP (TLS, bearer token)");
+    Ok(async move {
+        let res = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "control API (TCP) stopped");
+        }
+    })
 }
 
 pub fn router(state: ControlState) -> Router {
@@ -279,7 +390,7 @@ async fn sink_action(
     let actor = peer.actor();
     let event = |result: &str| AuditEvent {
         actor: actor.clone(),
-        origin: "unix-socket".into(),
+        origin: peer.origin(),
         action: format!("sink.{action}"),
         target: name.clone(),
         result: result.into(),
@@ -348,7 +459,7 @@ async fn reload(State(s): State<ControlState>, ConnectInfo(peer): ConnectInfo<Pe
     let (reply, answer) = tokio::sync::oneshot::channel();
     let req = ReloadRequest {
         actor: peer.actor(),
-        origin: "unix-socket".into(),
+        origin: peer.origin(),
         reply: Some(reply),
     };
     if s.reload.send(req).await.is_err() {

@@ -265,12 +265,8 @@ pub async fn start_with(
         clock: clock.clone(),
         audit: audit.clone(),
     };
-    let control = crate::control::serve(
-        control_state,
-        crate::control::socket_path(data_dir),
-        control_stop.clone(),
-    )
-    .await?;
+    let control =
+        crate::control::serve(control_state, &settings.control, control_stop.clone()).await?;
 
     let supervisor = supervisor::spawn(buffer.clone(), view.counters.clone(), stop.clone());
     skygate_bsp::systemd::notify_ready();

@@ -207,6 +207,7 @@ impl Manager {
             ("gateway", old.gateway != new.gateway),
             ("buffer", old.buffer != new.buffer),
             ("sinks", old.sinks != new.sinks),
+            ("control", old.control != new.control),
         ] {
             if changed {
                 report.restart_required.push(section.to_string());
@@ -247,6 +248,7 @@ impl Manager {
         next.gateway = self.current.gateway.clone();
         next.buffer = self.current.buffer.clone();
         next.sinks = self.current.sinks.clone();
+        next.control = self.current.control.clone();
         if !self.set.wait_queue_empty(QUEUE_DRAIN).await {
             tracing::warn!(
                 "reload: ingest did not take the queue within {QUEUE_DRAIN:?}; routing anyway"
