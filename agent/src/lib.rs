@@ -23,4 +23,5 @@ pub mod logging;
 pub mod model;
 pub mod pipeline;
 pub mod sinks;
+pub mod tui;
 pub mod util;

@@ -43,6 +43,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Tui { api, ascii } => match cli::run_tui(&api, ascii) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("skygate tui: {e}");
+                ExitCode::FAILURE
+            }
+        },
         cmd @ (Command::Completions { .. } | Command::Man) => match cli::print_docs(&cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -20,6 +20,7 @@ use crate::util::secret::Secret;
 
 pub use buffer_cmd::run as run_buffer;
 pub use control_cmd::run as run_control;
+pub(crate) use control_cmd::value_text;
 
 /// Default data directory when neither `--data-dir` nor the config names one.
 pub const DEFAULT_DATA_DIR: &str = "./skygate-data";
@@ -118,6 +119,15 @@ pub enum Command {
         limit: u64,
         #[arg(long)]
         json: bool,
+    },
+    /// The maintenance screen: links, instruments, buffer and gaps, errors, audit; pause,
+    /// resume, flush and reload with confirmation. Talks only to the control API.
+    Tui {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Plain ASCII borders, for serial consoles without line-drawing characters.
+        #[arg(long)]
+        ascii: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -288,6 +298,12 @@ pub(crate) fn endpoint(a: &ApiArgs) -> Result<Endpoint, CliError> {
         |s| s.control.socket,
     );
     Ok(Endpoint::Unix(dir.join(socket)))
+}
+
+/// `skygate tui`.
+pub fn run_tui(api: &ApiArgs, ascii: bool) -> Result<(), CliError> {
+    crate::tui::run(endpoint(api)?, ascii)?;
+    Ok(())
 }
 
 /// The agent's data directory: `--data-dir`, else the config's `data_dir`, else the default.

@@ -294,6 +294,8 @@ struct StatusReply {
     uptime_s: u64,
     board: skygate_bsp::Identity,
     time_quality: &'static str,
+    /// Free space on the data directory's filesystem.
+    disk_free_bytes: Option<u64>,
     buffer: BufferReply,
     ingest: IngestReply,
 }
@@ -319,7 +321,14 @@ struct IngestReply {
 async fn status(State(s): State<ControlState>) -> Json<StatusReply> {
     let m = s.buffer.metrics();
     let st = s.buffer.status().borrow().clone();
+    let (board, dir) = (s.board.clone(), s.data_dir.clone());
+    let disk_free_bytes = tokio::task::spawn_blocking(move || board.disk_space(&dir))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|d| d.available_bytes);
     Json(StatusReply {
+        disk_free_bytes,
         version: env!("CARGO_PKG_VERSION"),
         gateway: s.gateway.clone(),
         site: s.site.clone(),

@@ -19,7 +19,7 @@ use crate::pipeline::SourceLive;
 use crate::sinks::delivery::LinkState;
 
 /// One driver as `/v1/drivers` shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DriverReply {
     pub name: String,
     pub kind: String,
@@ -64,7 +64,7 @@ pub(super) async fn drivers(State(s): State<ControlState>) -> Json<Vec<DriverRep
 }
 
 /// Something wrong now.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Alarm {
     pub severity: String,
     /// `driver/<name>`, `sink/<name>`, `buffer`, `clock`, `ingest`.
@@ -73,7 +73,7 @@ pub struct Alarm {
 }
 
 /// Something that went wrong recently (it may have recovered).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecentError {
     pub ts: String,
     pub component: String,
@@ -82,7 +82,7 @@ pub struct RecentError {
     pub count: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorsReply {
     pub active: Vec<Alarm>,
     /// Newest first.
