@@ -44,14 +44,26 @@ pub struct Agent {
 impl Agent {
     /// `skygate run --config CONFIG --data-dir DATA`, logging (JSON) to `DATA/../agent-N.log`.
     pub fn start(config: &Path, data_dir: &Path) -> Agent {
+        Self::spawn(Some(config), data_dir)
+    }
+
+    /// `skygate run --data-dir DATA`: the embedded default, no config file.
+    pub fn start_default(data_dir: &Path) -> Agent {
+        Self::spawn(None, data_dir)
+    }
+
+    fn spawn(config: Option<&Path>, data_dir: &Path) -> Agent {
         let n = std::fs::read_dir(data_dir.parent().expect("parent"))
             .map(|r| r.count())
             .unwrap_or(0);
         let log = data_dir.with_file_name(format!("agent-{n}.log"));
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(skygate_bin())
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(config)
+        let mut cmd = Command::new(skygate_bin());
+        cmd.args(["run", "--log-format", "json"]);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(data_dir)
             .stdin(Stdio::null())

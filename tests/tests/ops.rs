@@ -254,3 +254,168 @@ fn reload_applies_a_changed_config_rejects_an_invalid_one_and_sighup_reloads_too
     );
     assert_eq!(counts.len() as u64, last - first + 1, "holes in the seqs");
 }
+
+/// The keys a `--json` object must have.
+fn has_keys(v: &serde_json::Value, keys: &[&str], what: &str) {
+    for k in keys {
+        assert!(v.get(k).is_some(), "{what}: no {k:?} in {v}");
+    }
+}
+
+#[test]
+fn every_command_answers_against_the_embedded_default_with_its_json_shape() {
+    let root = tempfile::tempdir().expect("tmp");
+    let data = root.path().join("data");
+    let a = Agent::start_default(&data);
+    wait_until(Duration::from_secs(20), "the control socket", || {
+        data.join("skygate.sock").exists()
+    });
+    // Rates need two samples a second apart.
+    wait_until(Duration::from_secs(20), "rates", || {
+        json(&["status"], &data)["ingest_rate_per_s"].is_number()
+    });
+
+    let st = json(&["status"], &data);
+    has_keys(
+        &st,
+        &[
+            "version",
+            "gateway",
+            "uptime_s",
+            "board",
+            "time_quality",
+            "disk_free_bytes",
+            "ingest_rate_per_s",
+            "buffer",
+            "ingest",
+        ],
+        "status",
+    );
+    has_keys(
+        &st["buffer"],
+        &[
+            "degraded",
+            "records",
+            "bytes",
+            "last_seq",
+            "records_evicted",
+            "gaps",
+        ],
+        "status.buffer",
+    );
+    assert_eq!(st["gateway"], "demo-gateway");
+
+    let sinks = json(&["sinks"], &data);
+    let archive = &sinks.as_array().expect("array")[0];
+    has_keys(
+        archive,
+        &[
+            "name",
+            "state",
+            "paused",
+            "last_error",
+            "recent_errors",
+            "backlog_records",
+            "backlog_bytes",
+            "oldest_unsent_age_s",
+            "drain_rate_per_s",
+            "delivered_records",
+        ],
+        "sinks[0]",
+    );
+    assert_eq!(archive["name"], "archive");
+
+    let drivers = json(&["drivers"], &data);
+    let names: Vec<&str> = drivers
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    assert_eq!(names, ["allsky", "gps", "skygate", "weather"]);
+    has_keys(
+        &drivers[0],
+        &[
+            "name",
+            "kind",
+            "stream",
+            "priority",
+            "state",
+            "errors",
+            "last_error",
+            "last_ok",
+            "readings",
+            "last_reading",
+            "counters",
+            "channels",
+        ],
+        "drivers[0]",
+    );
+
+    let errors = json(&["errors"], &data);
+    has_keys(&errors, &["active", "recent"], "errors");
+
+    let out = cli(&["tail", "-n", "4", "--json"], &data);
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("ndjson"))
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for l in &lines {
+        has_keys(
+            l,
+            &[
+                "schema", "gateway", "stream", "ts", "source", "channel", "type", "value",
+                "quality",
+            ],
+            "tail",
+        );
+    }
+
+    // The embedded default reloads to itself: nothing changes.
+    let r = json(&["reload"], &data);
+    has_keys(
+        &r,
+        &[
+            "source",
+            "drivers_started",
+            "drivers_stopped",
+            "drivers_restarted",
+            "routes_changed",
+            "health_changed",
+            "restart_required",
+        ],
+        "reload",
+    );
+    assert_eq!(r["source"], "<embedded default.toml>");
+    assert_eq!(r["drivers_restarted"], serde_json::json!([]));
+    assert_eq!(r["routes_changed"], false);
+
+    let p = cli(&["sinks", "flush", "archive"], &data);
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let unknown = cli(&["sinks", "pause", "nope"], &data);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown sink"));
+
+    let audit = json(&["audit"], &data);
+    let rows = audit.as_array().expect("rows");
+    has_keys(
+        &rows[0],
+        &[
+            "id", "ts", "actor", "origin", "action", "target", "result", "detail",
+        ],
+        "audit[0]",
+    );
+    for action in ["agent.start", "config.reload", "sink.flush"] {
+        assert!(
+            rows.iter().any(|r| r["action"] == action),
+            "{action} not audited: {audit}"
+        );
+    }
+    let v = json(&["audit", "--verify"], &data);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(a.stop(), Some(0));
+}

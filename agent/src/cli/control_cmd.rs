@@ -233,20 +233,27 @@ fn print_status(out: &mut impl Write, v: &Value) -> Result<(), CliError> {
 fn print_sinks(out: &mut impl Write, v: &Value) -> Result<(), CliError> {
     writeln!(
         out,
-        "{:<20} {:<12} {:>10} {:>10} {:>12} {:>10}  LAST ERROR",
-        "SINK", "STATE", "BACKLOG", "BYTES", "OLDEST (s)", "DELIVERED"
+        "{:<20} {:<12} {:>10} {:>10} {:>12} {:>10} {:>10}  LAST ERROR",
+        "SINK", "STATE", "BACKLOG", "BYTES", "OLDEST (s)", "RATE/s", "DELIVERED"
     )?;
     for s in v.as_array().into_iter().flatten() {
         writeln!(
             out,
-            "{:<20} {:<12} {:>10} {:>10} {:>12} {:>10}  {}",
+            "{:<20} {:<12} {:>10} {:>10} {:>12} {:>10} {:>10}  {}",
             s["name"].as_str().unwrap_or("?"),
-            s["state"].as_str().unwrap_or("?"),
+            if s["paused"] == true {
+                "paused"
+            } else {
+                s["state"].as_str().unwrap_or("?")
+            },
             s["backlog_records"],
             human(s["backlog_bytes"].as_u64().unwrap_or(0)),
             s["oldest_unsent_age_s"]
                 .as_f64()
                 .map_or("-".into(), |a| format!("{a:.1}")),
+            s["drain_rate_per_s"]
+                .as_f64()
+                .map_or("-".into(), |r| format!("{r:.1}")),
             s["delivered_records"],
             s["last_error"].as_str().unwrap_or("")
         )?;

@@ -27,6 +27,7 @@ pub mod audit;
 pub mod client;
 pub mod heartbeat;
 mod metrics;
+pub mod rates;
 mod server;
 mod tcp;
 pub mod views;

@@ -46,6 +46,7 @@ pub struct ControlState {
     pub board: Arc<dyn Board>,
     pub clock: Arc<dyn Clock>,
     pub audit: Audit,
+    pub rates: super::rates::Rates,
 }
 
 /// Who is on the other end: on the Unix socket the kernel says which user
@@ -160,6 +161,9 @@ pub async fn serve(
         Some(t) => Some(bind_tcp(t, &state, stop.clone()).await?),
         None => None,
     };
+    let sampler = state
+        .rates
+        .spawn(state.ingest.clone(), state.sinks.clone(), stop.clone());
     let app = router(state.clone());
     tracing::info!(socket = %socket.display(), mode = format!("{:o}", settings.socket_mode), "control API listening");
     let unix_stop = stop.clone();
@@ -179,6 +183,7 @@ pub async fn serve(
             }
             None => unix.await,
         }
+        let _ = sampler.await;
     }))
 }
 
@@ -296,6 +301,8 @@ struct StatusReply {
     time_quality: &'static str,
     /// Free space on the data directory's filesystem.
     disk_free_bytes: Option<u64>,
+    /// Readings accepted per second over the last 10 s.
+    ingest_rate_per_s: Option<f64>,
     buffer: BufferReply,
     ingest: IngestReply,
 }
@@ -329,6 +336,7 @@ async fn status(State(s): State<ControlState>) -> Json<StatusReply> {
         .map(|d| d.available_bytes);
     Json(StatusReply {
         disk_free_bytes,
+        ingest_rate_per_s: s.rates.ingest(),
         version: env!("CARGO_PKG_VERSION"),
         gateway: s.gateway.clone(),
         site: s.site.clone(),
@@ -363,6 +371,8 @@ pub struct SinkReply {
     pub backlog_bytes: u64,
     /// Seconds since the oldest record still owed was ingested.
     pub oldest_unsent_age_s: Option<f64>,
+    /// Records the peer confirmed per second, over the last 10 s.
+    pub drain_rate_per_s: Option<f64>,
 }
 
 pub(super) async fn sink_replies(s: &ControlState) -> Vec<SinkReply> {
@@ -382,6 +392,7 @@ pub(super) async fn sink_replies(s: &ControlState) -> Vec<SinkReply> {
             backlog_records,
             backlog_bytes,
             oldest_unsent_age_s: oldest.map(|t| (now - t).max(0) as f64 / 1e9),
+            drain_rate_per_s: s.rates.sink(name),
         });
     }
     out

@@ -264,6 +264,7 @@ pub async fn start_with(
         board: board.clone(),
         clock: clock.clone(),
         audit: audit.clone(),
+        rates: Default::default(),
     };
     let control =
         crate::control::serve(control_state, &settings.control, control_stop.clone()).await?;

@@ -16,8 +16,6 @@ pub struct Snapshot {
     /// `/v1/buffer` (read only while the buffer screen shows: it scans the buffer).
     pub buffer: Option<Value>,
     pub audit: Vec<Value>,
-    /// Readings per second between the last two reads.
-    pub ingest_rate: Option<f64>,
     /// Local time of the read, `HH:MM:SS`.
     pub at: String,
     /// Why the last read failed (the agent stopped, the socket is gone, ...).

@@ -91,7 +91,6 @@ fn fetcher(endpoint: Endpoint, from_ui: mpsc::Receiver<ToFetcher>, to_ui: mpsc::
         return;
     };
     let mut screen = Screen::Overview;
-    let mut last: Option<(Instant, u64)> = None;
     let mut buffer: Option<(Instant, serde_json::Value)> = None;
     loop {
         let mut snap = Snapshot {
@@ -104,15 +103,6 @@ fn fetcher(endpoint: Endpoint, from_ui: mpsc::Receiver<ToFetcher>, to_ui: mpsc::
                 .is_none_or(|(t, _)| t.elapsed() >= BUFFER_REFRESH);
         match rt.block_on(read_all(&endpoint, want_buffer)) {
             Ok(mut s) => {
-                let readings = s
-                    .status
-                    .as_ref()
-                    .and_then(|v| v["ingest"]["readings"].as_u64());
-                if let (Some((t, n)), Some(now)) = (last, readings) {
-                    s.ingest_rate =
-                        Some(now.saturating_sub(n) as f64 / t.elapsed().as_secs_f64().max(1e-3));
-                }
-                last = readings.map(|n| (Instant::now(), n));
                 match s.buffer.take() {
                     Some(b) => buffer = Some((Instant::now(), b)),
                     None if screen != Screen::Buffer => buffer = None,

@@ -41,7 +41,7 @@ fn snapshot() -> Snapshot {
     Snapshot {
         status: Some(json!({
             "gateway": "cerro-dome2-gw", "uptime_s": 3725, "time_quality": "ntp",
-            "disk_free_bytes": 12_884_901_888u64,
+            "disk_free_bytes": 12_884_901_888u64, "ingest_rate_per_s": 52.5,
             "buffer": {"degraded": false, "records": 120_000, "bytes": 9_437_184,
                        "last_seq": 880_123, "records_evicted": 0, "gaps": 0},
             "ingest": {"running": true, "readings": 880_200, "unrouted": 0}
@@ -49,6 +49,7 @@ fn snapshot() -> Snapshot {
         sinks: vec![
             json!({"name": "archive", "state": "connected", "paused": false,
                    "backlog_records": 12, "backlog_bytes": 2048, "oldest_unsent_age_s": 1.5,
+                   "drain_rate_per_s": 48.25,
                    "delivered_records": 880_000, "last_error": null}),
             json!({"name": "kafka", "state": "paused", "paused": true,
                    "backlog_records": 119_988, "backlog_bytes": 9_400_000,
@@ -82,7 +83,6 @@ fn snapshot() -> Snapshot {
             json!({"id": 2, "ts": "2026-11-22T09:30:00Z", "actor": "uid:1000(obs)",
                    "action": "sink.pause", "target": "kafka", "result": "ok"}),
         ],
-        ingest_rate: Some(52.5),
         at: "10:00:02".into(),
         error: None,
     }

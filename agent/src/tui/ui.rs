@@ -142,7 +142,9 @@ fn draw_head(f: &mut Frame, app: &App, area: Rect) {
                 "up {}  time {}  ingest {}/s  ",
                 age(st["uptime_s"].as_f64().unwrap_or(0.0)),
                 s(&st["time_quality"]),
-                snap.ingest_rate.map_or("-".into(), |r| format!("{r:.1}")),
+                st["ingest_rate_per_s"]
+                    .as_f64()
+                    .map_or("-".into(), |r| format!("{r:.1}")),
             )),
             buffer,
             Span::raw(format!("  disk {} free  ", bytes(&st["disk_free_bytes"]))),
@@ -229,7 +231,9 @@ fn overview(f: &mut Frame, app: &App, area: Rect) {
                 s(&x["backlog_records"]),
                 bytes(&x["backlog_bytes"]),
                 x["oldest_unsent_age_s"].as_f64().map_or("-".into(), age),
-                s(&x["delivered_records"]),
+                x["drain_rate_per_s"]
+                    .as_f64()
+                    .map_or("-".into(), |r| format!("{r:.1}")),
                 x["last_error"].as_str().unwrap_or("").to_string(),
             ]);
             if i == app.selected {
@@ -249,7 +253,7 @@ fn overview(f: &mut Frame, app: &App, area: Rect) {
                 "BACKLOG",
                 "BYTES",
                 "OLDEST",
-                "SENT",
+                "RATE/s",
                 "LAST ERROR",
             ],
             rows,
