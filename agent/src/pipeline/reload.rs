@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::drivers::DriverSet;
 use super::ingest::IngestCmd;
 use super::{DriverFactory, routes_for};
-use crate::config::{ConfigError, HEALTH_SOURCE, Settings};
+use crate::config::{ConfigError, DriverSettings, HEALTH_SOURCE, Settings};
 use crate::control::audit::{Audit, AuditEvent};
 
 /// Longest wait for ingest to take the queued readings of stopped drivers.
@@ -103,17 +103,21 @@ pub(super) struct Manager {
     pub audit: Audit,
 }
 
+fn start_driver(set: &mut DriverSet, factory: &DriverFactory, d: &DriverSettings) {
+    set.start(
+        &d.name,
+        d.kind.as_str(),
+        &d.stream,
+        d.priority,
+        factory.driver(d),
+    );
+}
+
 impl Manager {
     /// Starts every configured driver and the heartbeat.
     pub fn start_all(&mut self) {
         for d in self.current.drivers.values() {
-            self.set.start(
-                &d.name,
-                d.kind.as_str(),
-                &d.stream,
-                d.priority,
-                self.factory.driver(d),
-            );
+            start_driver(&mut self.set, &self.factory, d);
         }
         self.start_heartbeat();
     }
@@ -272,14 +276,7 @@ impl Manager {
             .cloned()
             .collect();
         for name in start {
-            let d = &self.current.drivers[&name];
-            self.set.start(
-                &d.name,
-                d.kind.as_str(),
-                &d.stream,
-                d.priority,
-                self.factory.driver(d),
-            );
+            start_driver(&mut self.set, &self.factory, &self.current.drivers[&name]);
         }
         if report.health_changed {
             self.start_heartbeat();
