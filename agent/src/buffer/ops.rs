@@ -68,6 +68,9 @@ pub struct GapStats {
     pub recent: Vec<Gap>,
 }
 
+/// A read-only connection inside one read transaction: every statement of a command sees
+/// the same snapshot, so figures read one after the other agree with each other even
+/// while the agent commits (WAL readers never block the writer). Dropped, it rolls back.
 fn open_ro(dir: &Path) -> Result<Connection, BufferError> {
     let db = dir.join(DB_FILE);
     if !db.exists() {
@@ -76,7 +79,10 @@ fn open_ro(dir: &Path) -> Result<Connection, BufferError> {
             db.display()
         )));
     }
-    schema::open_readonly(&db)
+    let conn = schema::open_readonly(&db)?;
+    conn.execute_batch("BEGIN DEFERRED")
+        .map_err(|e| BufferError::Other(format!("{}: cannot start a read: {e}", db.display())))?;
+    Ok(conn)
 }
 
 fn file_len(p: &Path) -> u64 {

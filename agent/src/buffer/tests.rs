@@ -862,3 +862,44 @@ fn a_database_removed_by_hand_never_lets_seqs_be_reused_and_records_the_unknown_
     });
     g.close_blocking();
 }
+
+#[test]
+fn fsck_and_stats_read_one_snapshot_while_the_writer_commits() {
+    let d = tempfile::tempdir().expect("tmp");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (b, g) = open(d.path(), 1 << 30);
+        let writer = b.clone();
+        let appender = tokio::spawn(async move {
+            for n in 0..400 {
+                let batch = (0..50)
+                    .map(|i| new_record(&writer, "s0", 5, n * 50 + i))
+                    .collect();
+                writer.append_durable(batch).await.expect("append");
+            }
+        });
+        let dir = d.path().to_path_buf();
+        let checks = tokio::task::spawn_blocking(move || {
+            let mut runs = 0;
+            // Read while commits land between the statements of each command.
+            while runs < 200 {
+                let f = super::ops::fsck(&dir).expect("fsck");
+                assert!(f.ok, "fsck while committing: {:?}", f.problems);
+                let s = super::ops::stats(&dir).expect("stats");
+                let by_stream: u64 = s.streams.iter().map(|x| x.records).sum();
+                assert_eq!(
+                    by_stream, s.records,
+                    "per-stream counts from another moment"
+                );
+                runs += 1;
+            }
+        });
+        checks.await.expect("checks");
+        appender.await.expect("appender");
+        g.close().await;
+    });
+}
