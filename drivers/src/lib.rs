@@ -13,12 +13,15 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod config;
 pub mod driver;
 pub mod health;
+pub mod modbus;
 pub mod reading;
 pub mod sim;
 
 pub use clock::{Clock, SystemClock};
+pub use config::FieldError;
 pub use driver::{BoxFuture, Driver, DriverContext, DriverError, ReadingSender, SendError};
 pub use health::{DriverHealth, DriverState, ErrorEvent, ErrorRing, HealthSnapshot};
 pub use reading::{Blob, Quality, Reading, TimeQuality, Timestamp, Value};

@@ -358,3 +358,98 @@ pub fn free_port() -> u16 {
         .expect("bind")
         .port()
 }
+
+/// The Python that has the test peers' packages (pymodbus, ...): `SKYGATE_PYTHON`, or the
+/// virtualenv `scripts/setup` makes under `~/.cache/skygate/py`.
+pub fn peer_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SKYGATE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let p = home.join(".cache/skygate/py/bin/python");
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/setup (it installs the Python test peers)",
+        p.display()
+    );
+    p
+}
+
+/// A test peer process, killed (with its children) on drop.
+#[derive(Debug)]
+pub struct Peer {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Peer {
+    /// Starts `program args`, waiting up to 20 s for `ready` on its stdout when asked.
+    pub fn start(name: &str, program: &Path, args: &[&str], wait_ready: bool) -> Peer {
+        use std::io::BufRead;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(if wait_ready {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name} ({}): {e}", program.display()));
+        if wait_ready {
+            let out = child.stdout.take().expect("stdout");
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut lines = std::io::BufReader::new(out).lines();
+                let ready = lines.any(|l| l.is_ok_and(|l| l.trim() == "ready"));
+                let _ = tx.send(ready);
+                // Keep draining so the peer never blocks on a full pipe.
+                for _ in lines {}
+            });
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(true) => {}
+                _ => {
+                    let _ = child.kill();
+                    panic!("{name} did not say ready");
+                }
+            }
+        }
+        Peer {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The repository's `tests/peers/` directory.
+pub fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
+}
+
+/// `socat` joining two fresh ptys, linked at `a` and `b`; waits until both links exist.
+pub fn pty_pair(a: &Path, b: &Path) -> Peer {
+    let arg = |p: &Path| format!("pty,raw,echo=0,link={}", p.display());
+    let peer = Peer::start("socat", Path::new("socat"), &[&arg(a), &arg(b)], false);
+    wait_until(Duration::from_secs(10), "socat's ptys", || {
+        a.exists() && b.exists()
+    });
+    peer
+}

@@ -125,6 +125,7 @@ pub struct BucketSinkRaw {
 #[derive(Debug, Clone)]
 pub enum DriverKindRaw {
     Sim(Box<skygate_drivers::sim::SimConfig>),
+    Modbus(Box<skygate_drivers::modbus::ModbusConfig>),
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +280,25 @@ fn located<T>(file: usize, s: Spanned<T>) -> Located<T> {
     }
 }
 
+/// A driver kind's own table: deserialised by the driver crate's raw struct, validated by
+/// its pure `validate`, errors pointed at the field they name.
+fn driver_config<R: serde::de::DeserializeOwned, C>(
+    file: &SourceFile,
+    name: &Spanned<String>,
+    rest: Spanned<DeValue<'_>>,
+    validate: impl FnOnce(R) -> Result<C, skygate_drivers::FieldError>,
+) -> Result<C, ConfigError> {
+    let at = rest.clone();
+    let raw: R = Deserialize::deserialize(toml::de::ValueDeserializer::from(rest))
+        .map_err(|e| file.error_at(e.span(), e.message().to_string()))?;
+    validate(raw).map_err(|e| {
+        file.error_at(
+            Some(span_of_path(&at, &e.path)),
+            format!("driver {}: {}: {}", name.get_ref(), e.path, e.message),
+        )
+    })
+}
+
 /// Parses one file's text into its raw parts.
 pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
     let de_err = |e: toml::de::Error| file.error_at(e.span(), e.message().to_string());
@@ -294,19 +314,18 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
     for (name, table) in named_tables(file, drivers, "drivers")? {
         let (kind, common, rest) = split_kind::<DriverCommonRaw>(file, &name, table, "driver")?;
         let kind = match kind.get_ref().as_str() {
-            "sim" => {
-                let at = rest.clone();
-                let raw: skygate_drivers::sim::SimConfigRaw =
-                    Deserialize::deserialize(toml::de::ValueDeserializer::from(rest))
-                        .map_err(de_err)?;
-                let cfg = raw.validate().map_err(|e| {
-                    file.error_at(
-                        Some(span_of_path(&at, &e.path)),
-                        format!("driver {}: {}: {}", name.get_ref(), e.path, e.message),
-                    )
-                })?;
-                DriverKindRaw::Sim(Box::new(cfg))
-            }
+            "sim" => DriverKindRaw::Sim(Box::new(driver_config(
+                file,
+                &name,
+                rest,
+                skygate_drivers::sim::SimConfigRaw::validate,
+            )?)),
+            "modbus" => DriverKindRaw::Modbus(Box::new(driver_config(
+                file,
+                &name,
+                rest,
+                skygate_drivers::modbus::ModbusConfigRaw::validate,
+            )?)),
             _ => return Err(unknown_kind(file, &kind, "driver", &name, DRIVER_KINDS)),
         };
         parsed.drivers.push((name, DriverRaw { common, kind }));
@@ -326,7 +345,7 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
 }
 
 /// Driver kinds this build knows.
-pub const DRIVER_KINDS: &[&str] = &["sim"];
+pub const DRIVER_KINDS: &[&str] = &["sim", "modbus"];
 /// Sink kinds this build knows.
 pub const SINK_KINDS: &[&str] = &["bucket"];
 

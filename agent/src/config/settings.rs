@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use skygate_drivers::modbus::ModbusConfig;
 use skygate_drivers::sim::SimConfig;
 
 use super::raw::{
@@ -121,6 +122,7 @@ pub const HEALTH_SOURCE: &str = "skygate";
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverKind {
     Sim(SimConfig),
+    Modbus(ModbusConfig),
 }
 
 impl DriverKind {
@@ -128,6 +130,7 @@ impl DriverKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Sim(_) => "sim",
+            Self::Modbus(_) => "modbus",
         }
     }
 }
@@ -285,6 +288,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         }
         let kind = match &l.value.kind {
             DriverKindRaw::Sim(cfg) => DriverKind::Sim((**cfg).clone()),
+            DriverKindRaw::Modbus(cfg) => DriverKind::Modbus((**cfg).clone()),
         };
         drivers.insert(
             name.clone(),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skygate_bsp::{Board, GenericLinux};
+use skygate_drivers::modbus::ModbusDriver;
 use skygate_drivers::sim::SimDriver;
 use skygate_drivers::{Clock, Driver, SystemClock};
 use tokio::sync::mpsc;
@@ -349,6 +350,7 @@ impl DriverFactory {
     pub fn driver(&self, d: &DriverSettings) -> Box<dyn Driver> {
         match &d.kind {
             DriverKind::Sim(cfg) => Box::new(SimDriver::new(&d.name, cfg)),
+            DriverKind::Modbus(cfg) => Box::new(ModbusDriver::new(&d.name, cfg)),
         }
     }
 

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::{FieldError, duration_opt as humantime_serde_opt, field_err as err};
+
 /// The signal a simulated channel produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -83,15 +85,6 @@ pub struct SimConfig {
     pub channels: BTreeMap<String, SimChannelConfig>,
 }
 
-/// A simulator setting that is not valid, naming the channel and field.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct SimConfigError {
-    /// Dotted path below the driver's table, e.g. `channels.temperature.rate_hz`.
-    pub path: String,
-    pub message: String,
-}
-
 /// Upper bound per channel: beyond this the sim is a benchmark of itself.
 const MAX_RATE_HZ: f64 = 10_000_000.0;
 /// Blobs above this belong to a camera or file driver, not a simulator.
@@ -99,7 +92,7 @@ const MAX_SIM_BLOB: usize = 16 * 1024 * 1024;
 
 impl SimConfigRaw {
     /// Pure validation: raw settings in, settings the driver can trust out.
-    pub fn validate(self) -> Result<SimConfig, SimConfigError> {
+    pub fn validate(self) -> Result<SimConfig, FieldError> {
         let tick = self.tick.unwrap_or(Duration::from_millis(10));
         if tick.is_zero() || tick > Duration::from_secs(60) {
             return Err(err("tick", "must be between 1ms and 60s"));
@@ -111,7 +104,7 @@ impl SimConfigRaw {
         for (name, c) in self.channels {
             let at = |field: &str| format!("channels.{name}.{field}");
             if !(c.rate_hz > 0.0 && c.rate_hz <= MAX_RATE_HZ) {
-                return Err(SimConfigError {
+                return Err(FieldError {
                     path: at("rate_hz"),
                     message: format!("must be > 0 and <= {MAX_RATE_HZ}, got {}", c.rate_hz),
                 });
@@ -139,7 +132,7 @@ impl SimConfigRaw {
                 ("content_type", c.content_type.is_some()),
             ] {
                 if present && !allowed.contains(&field) {
-                    return Err(SimConfigError {
+                    return Err(FieldError {
                         path: at(field),
                         message: format!(
                             "does not apply to signal {:?}; it takes: {}",
@@ -151,42 +144,42 @@ impl SimConfigRaw {
             }
             let period = c.period.unwrap_or(Duration::from_secs(60));
             if period.is_zero() {
-                return Err(SimConfigError {
+                return Err(FieldError {
                     path: at("period"),
                     message: "must be greater than zero".into(),
                 });
             }
             let (min, max) = (c.min.unwrap_or(f64::MIN), c.max.unwrap_or(f64::MAX));
             if min > max {
-                return Err(SimConfigError {
+                return Err(FieldError {
                     path: at("min"),
                     message: format!("min {min} is above max {max}"),
                 });
             }
             let levels = c.levels.unwrap_or_else(|| vec![0.0, 1.0]);
             if levels.is_empty() {
-                return Err(SimConfigError {
+                return Err(FieldError {
                     path: at("levels"),
                     message: "needs at least one level".into(),
                 });
             }
             let values = c.values.unwrap_or_else(|| vec!["ok".into()]);
             if values.is_empty() {
-                return Err(SimConfigError {
+                return Err(FieldError {
                     path: at("values"),
                     message: "needs at least one value".into(),
                 });
             }
             let size = c.size.unwrap_or(1024);
             if size == 0 || size > MAX_SIM_BLOB {
-                return Err(SimConfigError {
+                return Err(FieldError {
                     path: at("size"),
                     message: format!("must be between 1 and {MAX_SIM_BLOB} bytes"),
                 });
             }
             let every = c.every.unwrap_or(Duration::from_secs(10));
             if every.is_zero() {
-                return Err(SimConfigError {
+                return Err(FieldError {
                     path: at("every"),
                     message: "must be greater than zero".into(),
                 });
@@ -218,37 +211,11 @@ impl SimConfigRaw {
     }
 }
 
-fn err(path: &str, message: &str) -> SimConfigError {
-    SimConfigError {
-        path: path.into(),
-        message: message.into(),
-    }
-}
-
-/// `Option<Duration>` from a humantime string such as `"10ms"` or `"5m"`.
-pub(crate) mod humantime_serde_opt {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let s = Option::<String>::deserialize(d)?;
-        s.map(|s| {
-            humantime::parse_duration(&s).map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {s:?}: {e} (write e.g. \"500ms\", \"10s\", \"5m\")"
-                ))
-            })
-        })
-        .transpose()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<SimConfig, SimConfigError> {
+    fn parse(s: &str) -> Result<SimConfig, FieldError> {
         toml::from_str::<SimConfigRaw>(s).expect("parse").validate()
     }
 

@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use config::{
-    SignalKind, SimChannelConfig, SimChannelRaw, SimConfig, SimConfigError, SimConfigRaw,
-};
+pub use config::{SignalKind, SimChannelConfig, SimChannelRaw, SimConfig, SimConfigRaw};
 use signal::Signal;
 
 use crate::driver::{BoxFuture, Driver, DriverContext, DriverError};
