@@ -43,6 +43,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Probe { command } => match cli::run_probe(command) {
+            Ok(code) => ExitCode::from(code as u8),
+            Err(e) => {
+                eprintln!("skygate probe: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Tui { api, ascii } => match cli::run_tui(&api, ascii) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -322,3 +322,93 @@ fn modbus_rtu_polls_two_units_in_turn_times_out_a_silent_one_and_reopens_a_vanis
     assert!(a.is_running());
     assert_eq!(a.stop(), Some(0));
 }
+
+#[test]
+fn probe_reads_registers_and_bits_and_says_why_when_the_device_refuses() {
+    let port = free_port();
+    let device = peers_dir().join("modbus_device.py");
+    let _peer = Peer::start(
+        "pymodbus tcp",
+        &peer_python(),
+        &[device.to_str().expect("utf8"), "tcp", &port.to_string()],
+        true,
+    );
+    let host = format!("127.0.0.1:{port}");
+    let out = skygate(&[
+        "probe",
+        "modbus",
+        "--host",
+        &host,
+        "--unit",
+        "2",
+        "--read",
+        "holding:0..2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // Unit 2's id register, then the i16 -42 (0xffd6).
+    assert_eq!(
+        &rows[0][..5],
+        ["holding", "0", "1002", "1002", "0x3ea"],
+        "{text}"
+    );
+    assert_eq!(
+        &rows[1][..5],
+        ["holding", "1", "65494", "-42", "0xffd6"],
+        "{text}"
+    );
+    let out = skygate(&[
+        "probe",
+        "modbus",
+        "--host",
+        &host,
+        "--unit",
+        "1",
+        "--read",
+        "holding:18..20",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("WS") && text.contains("-7"),
+        "the string register's chars: {text}"
+    );
+    let out = skygate(&["probe", "modbus", "--host", &host, "--read", "coil:0..4"]);
+    let bits: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(bits, ["1", "0", "1", "1"]);
+    let out = skygate(&[
+        "probe",
+        "modbus",
+        "--host",
+        &host,
+        "--read",
+        "holding:100..102",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exception 2"));
+    let out = skygate(&["probe", "modbus", "--read", "holding:0..2"]);
+    assert_eq!(out.status.code(), Some(2), "neither --host nor --port");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--host"));
+    // Nobody listening: a clear error, not a hang.
+    let out = skygate(&[
+        "probe",
+        "modbus",
+        "--host",
+        &format!("127.0.0.1:{}", free_port()),
+        "--read",
+        "input:0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cannot open the line"));
+}

@@ -6,6 +6,7 @@
 
 mod buffer_cmd;
 mod control_cmd;
+mod probe_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use crate::util::secret::Secret;
 pub use buffer_cmd::run as run_buffer;
 pub use control_cmd::run as run_control;
 pub(crate) use control_cmd::value_text;
+pub use probe_cmd::run as run_probe;
 
 /// Default data directory when neither `--data-dir` nor the config names one.
 pub const DEFAULT_DATA_DIR: &str = "./skygate-data";
@@ -129,6 +131,12 @@ pub enum Command {
         #[arg(long)]
         ascii: bool,
     },
+    /// Talk to an instrument directly (the agent need not run): check wiring, addresses
+    /// and unit ids before writing the config.
+    Probe {
+        #[command(subcommand)]
+        command: ProbeCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) to standard output.
@@ -187,6 +195,34 @@ pub enum SinkAction {
     Resume { name: String },
     /// Send what the live lane holds now, without waiting for a fuller batch.
     Flush { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProbeCommand {
+    /// Read registers or bits of one Modbus unit and print them (u16, i16, hex, chars).
+    /// Exit 1 with the reason when the device answers an exception or not at all.
+    Modbus {
+        /// Modbus TCP: HOST or HOST:PORT (default port 502).
+        #[arg(long, conflicts_with = "port")]
+        host: Option<String>,
+        /// Modbus RTU: the serial device, e.g. /dev/ttyUSB0.
+        #[arg(long)]
+        port: Option<String>,
+        #[arg(long, default_value_t = 19200)]
+        baud: u32,
+        /// none, even or odd.
+        #[arg(long, default_value = "even")]
+        parity: String,
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// TABLE:START..END (END exclusive) or TABLE:ADDRESS; TABLE is coil, discrete,
+        /// holding or input.
+        #[arg(long)]
+        read: String,
+        /// Milliseconds to wait for the answer.
+        #[arg(long, default_value_t = 1000)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +306,8 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Url(#[from] crate::control::client::UrlError),
+    #[error("{0}")]
+    Usage(String),
     #[error(
         "--url needs --token-file (or SKYGATE_TOKEN_FILE): the remote API wants a bearer token"
     )]

@@ -79,9 +79,37 @@ impl ReadError {
     }
 }
 
-enum Words {
+/// What a read returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Words {
     Registers(Vec<u16>),
     Bits(Vec<bool>),
+}
+
+/// One read outside the poll loop, for `skygate probe modbus`: opens the line, reads
+/// `count` registers or bits of `table` from `unit` at `address`, and says why not when
+/// it cannot (exception, timeout, frame or line error).
+pub async fn probe(
+    t: &Transport,
+    unit: u8,
+    table: Table,
+    address: u16,
+    count: u16,
+    timeout: Duration,
+) -> Result<Words, String> {
+    let mut ctx = open(t, timeout)
+        .await
+        .map_err(|e| format!("cannot open the line: {e}"))?;
+    ctx.set_slave(Slave(unit));
+    let r = Request {
+        table,
+        address,
+        count,
+        points: Vec::new(),
+    };
+    read_once(&mut ctx, &r, timeout)
+        .await
+        .map_err(|e| e.reason())
 }
 
 async fn open(t: &Transport, timeout: Duration) -> std::io::Result<Context> {
