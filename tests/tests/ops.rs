@@ -352,6 +352,33 @@ fn every_command_answers_against_the_embedded_default_with_its_json_shape() {
         "drivers[0]",
     );
 
+    // The weather mast is the Modbus driver polling its simulated station over TCP.
+    wait_until(
+        Duration::from_secs(20),
+        "the simulated Modbus station's readings",
+        || {
+            driver(&json(&["drivers"], &data), "weather")
+                .is_some_and(|w| w["channels"]["mast.model"]["value"] == "SKYWX-1")
+        },
+    );
+    let drivers = json(&["drivers"], &data);
+    let weather = driver(&drivers, "weather").expect("weather");
+    assert_eq!(weather["kind"], "modbus");
+    assert_eq!(weather["state"], "running", "{weather}");
+    let t = &weather["channels"]["mast.temperature"];
+    assert_eq!(
+        (t["quality"].as_str(), t["unit"].as_str()),
+        (Some("good"), Some("degC"))
+    );
+    assert!(
+        (3.9..=12.1).contains(&t["value"].as_f64().expect("number")),
+        "{t}"
+    );
+    let p = weather["channels"]["mast.pressure"]["value"]
+        .as_f64()
+        .expect("number");
+    assert!((1000.0..1030.0).contains(&p), "{p}");
+
     let errors = json(&["errors"], &data);
     has_keys(&errors, &["active", "recent"], "errors");
 

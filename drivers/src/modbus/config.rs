@@ -32,6 +32,9 @@ use crate::config::{FieldError, duration_opt, field_err};
 pub enum TransportKind {
     Tcp,
     Rtu,
+    /// A simulated device served by the driver itself over loopback TCP (demos, the
+    /// embedded default).
+    Simulator,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -72,6 +75,8 @@ pub struct DeviceRaw {
 #[serde(deny_unknown_fields)]
 pub struct ModbusConfigRaw {
     pub transport: TransportKind,
+    /// With `transport = "simulator"`: which device (`weather_station`).
+    pub simulator: Option<String>,
     pub host: Option<String>,
     pub port: Option<u16>,
     pub serial_port: Option<String>,
@@ -90,8 +95,13 @@ pub struct ModbusConfigRaw {
     pub devices: BTreeMap<String, DeviceRaw>,
 }
 
+/// Simulated devices a driver can serve itself.
+pub const SIMULATORS: &[&str] = &["weather_station"];
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transport {
+    /// The simulated weather station (see [`super::station`]).
+    Simulator,
     Tcp {
         host: String,
         port: u16,
@@ -130,7 +140,34 @@ const SPEC_MAX_BITS: u16 = 2000;
 
 impl ModbusConfigRaw {
     pub fn validate(self) -> Result<ModbusConfig, FieldError> {
+        if self.transport != TransportKind::Simulator && self.simulator.is_some() {
+            return Err(field_err(
+                "simulator",
+                "applies to transport = \"simulator\" only",
+            ));
+        }
         let transport = match self.transport {
+            TransportKind::Simulator => {
+                for (f, set) in [
+                    ("host", self.host.is_some()),
+                    ("port", self.port.is_some()),
+                    ("serial_port", self.serial_port.is_some()),
+                    ("baud", self.baud.is_some()),
+                ] {
+                    if set {
+                        return Err(field_err(f, "does not apply to transport = \"simulator\""));
+                    }
+                }
+                match self.simulator.as_deref() {
+                    Some("weather_station") => Transport::Simulator,
+                    _ => {
+                        return Err(FieldError {
+                            path: "simulator".into(),
+                            message: format!("must be one of {SIMULATORS:?}"),
+                        });
+                    }
+                }
+            }
             TransportKind::Tcp => {
                 for (f, set) in [
                     ("serial_port", self.serial_port.is_some()),
@@ -400,6 +437,24 @@ mod tests {
             e.path.ends_with(".unit") && e.message.contains("also device"),
             "{e}"
         );
+        let sim = "transport = \"simulator\"\nsimulator = \"weather_station\"\n";
+        assert_eq!(
+            parse(&format!("{sim}{dev}")).expect("valid").transport,
+            Transport::Simulator
+        );
+        let e = parse(&format!("{sim}host = \"h\"\n{dev}")).expect_err("host on a simulator");
+        assert_eq!(e.path, "host");
+        let e = parse(&format!(
+            "transport = \"simulator\"\nsimulator = \"toaster\"\n{dev}"
+        ))
+        .expect_err("unknown simulator");
+        assert!(
+            e.path == "simulator" && e.message.contains("weather_station"),
+            "{e}"
+        );
+        let e = parse(&format!("{RTU}simulator = \"weather_station\"\n{dev}"))
+            .expect_err("simulator on rtu");
+        assert_eq!(e.path, "simulator");
         let e = parse(&format!("{RTU}max_registers_per_request = 200\n{dev}")).expect_err("limit");
         assert_eq!(e.path, "max_registers_per_request");
         let e = parse(&format!(

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod station;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,6 +116,9 @@ pub async fn probe(
 async fn open(t: &Transport, timeout: Duration) -> std::io::Result<Context> {
     let connect = async {
         match t {
+            Transport::Simulator => Err(std::io::Error::other(
+                "the simulator is started by the driver; it has no address of its own",
+            )),
             Transport::Tcp { host, port } => {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
                 stream.set_nodelay(true)?;
@@ -205,7 +209,21 @@ impl Driver for ModbusDriver {
 
     fn run(self: Box<Self>, ctx: DriverContext) -> BoxFuture<Result<(), DriverError>> {
         Box::pin(async move {
-            let cfg = &self.config;
+            // A simulated device: serve it on loopback and poll it like any TCP device.
+            let mut config = self.config.clone();
+            if config.transport == Transport::Simulator {
+                let addr = station::spawn(ctx.cancel.child_token())
+                    .await
+                    .map_err(|e| DriverError::Fatal {
+                        driver: self.name.to_string(),
+                        message: format!("cannot start the simulated station: {e}"),
+                    })?;
+                config.transport = Transport::Tcp {
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                };
+            }
+            let cfg = &config;
             let channels: Vec<Vec<Arc<str>>> = cfg
                 .devices
                 .iter()
