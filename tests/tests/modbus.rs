@@ -7,6 +7,19 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use skygate_e2e::{Agent, Peer, free_port, peer_python, peers_dir, pty_pair, skygate, wait_until};
 
+/// The pymodbus station on a free loopback port.
+fn tcp_device() -> (Peer, u16) {
+    let port = free_port();
+    let device = peers_dir().join("modbus_device.py");
+    let peer = Peer::start(
+        "pymodbus tcp",
+        &peer_python(),
+        &[device.to_str().expect("utf8"), "tcp", &port.to_string()],
+        true,
+    );
+    (peer, port)
+}
+
 fn drivers(data: &Path) -> Value {
     let out = skygate(&[
         "drivers",
@@ -167,14 +180,7 @@ fn assert_station_values(ch: &Value) {
 fn modbus_tcp_register_maps_decode_and_exceptions_become_bad_readings() {
     let root = tempfile::tempdir().expect("tmp");
     let data = root.path().join("data");
-    let port = free_port();
-    let device = peers_dir().join("modbus_device.py");
-    let _peer = Peer::start(
-        "pymodbus tcp",
-        &peer_python(),
-        &[device.to_str().expect("utf8"), "tcp", &port.to_string()],
-        true,
-    );
+    let (_peer, port) = tcp_device();
     let cfg = config(
         root.path(),
         &format!("transport = \"tcp\"\nhost = \"127.0.0.1\"\nport = {port}"),
@@ -325,14 +331,7 @@ fn modbus_rtu_polls_two_units_in_turn_times_out_a_silent_one_and_reopens_a_vanis
 
 #[test]
 fn probe_reads_registers_and_bits_and_says_why_when_the_device_refuses() {
-    let port = free_port();
-    let device = peers_dir().join("modbus_device.py");
-    let _peer = Peer::start(
-        "pymodbus tcp",
-        &peer_python(),
-        &[device.to_str().expect("utf8"), "tcp", &port.to_string()],
-        true,
-    );
+    let (_peer, port) = tcp_device();
     let host = format!("127.0.0.1:{port}");
     let out = skygate(&[
         "probe",

@@ -148,16 +148,15 @@ impl ModbusConfigRaw {
         }
         let transport = match self.transport {
             TransportKind::Simulator => {
-                for (f, set) in [
-                    ("host", self.host.is_some()),
-                    ("port", self.port.is_some()),
-                    ("serial_port", self.serial_port.is_some()),
-                    ("baud", self.baud.is_some()),
-                ] {
-                    if set {
-                        return Err(field_err(f, "does not apply to transport = \"simulator\""));
-                    }
-                }
+                refuse(
+                    &[
+                        ("host", self.host.is_some()),
+                        ("port", self.port.is_some()),
+                        ("serial_port", self.serial_port.is_some()),
+                        ("baud", self.baud.is_some()),
+                    ],
+                    "does not apply to transport = \"simulator\"",
+                )?;
                 match self.simulator.as_deref() {
                     Some("weather_station") => Transport::Simulator,
                     _ => {
@@ -169,17 +168,16 @@ impl ModbusConfigRaw {
                 }
             }
             TransportKind::Tcp => {
-                for (f, set) in [
-                    ("serial_port", self.serial_port.is_some()),
-                    ("baud", self.baud.is_some()),
-                    ("parity", self.parity.is_some()),
-                    ("data_bits", self.data_bits.is_some()),
-                    ("stop_bits", self.stop_bits.is_some()),
-                ] {
-                    if set {
-                        return Err(field_err(f, "applies to transport = \"rtu\" only"));
-                    }
-                }
+                refuse(
+                    &[
+                        ("serial_port", self.serial_port.is_some()),
+                        ("baud", self.baud.is_some()),
+                        ("parity", self.parity.is_some()),
+                        ("data_bits", self.data_bits.is_some()),
+                        ("stop_bits", self.stop_bits.is_some()),
+                    ],
+                    "applies to transport = \"rtu\" only",
+                )?;
                 Transport::Tcp {
                     host: self
                         .host
@@ -297,6 +295,14 @@ impl ModbusConfigRaw {
                 .max(timeout),
             devices,
         })
+    }
+}
+
+/// The first field that is set though it does not apply, as an error.
+fn refuse(fields: &[(&str, bool)], why: &str) -> Result<(), FieldError> {
+    match fields.iter().find(|(_, set)| *set) {
+        Some((f, _)) => Err(field_err(f, why)),
+        None => Ok(()),
     }
 }
 
