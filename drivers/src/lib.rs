@@ -6,9 +6,11 @@
 //! runtime (serial, file and other blocking I/O goes to `spawn_blocking` or a thread).
 //!
 //! This crate knows nothing of the agent: streams, priorities, the buffer and the sinks are
-//! the agent's business. Each driver kind lives in its own module (`sim/`, and in later
-//! work `modbus/`, `serial/`, `mqtt/`, `camera/`, `files/`, `http/`), with a `config.rs`
-//! holding its raw, `deny_unknown_fields` configuration and a pure validation step.
+//! the agent's business. Each driver kind lives in its own module (`sim/`, `modbus/`,
+//! `serial/` (parsers so far), and in later work `mqtt/`, `camera/`, `files/`, `http/`),
+//! with a `config.rs` holding its raw, `deny_unknown_fields` configuration and a pure
+//! validation step returning a [`FieldError`]. A driver reports its instrument's state
+//! through [`DriverHealth`].
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +20,7 @@ pub mod driver;
 pub mod health;
 pub mod modbus;
 pub mod reading;
+pub mod serial;
 pub mod sim;
 
 pub use clock::{Clock, SystemClock};
