@@ -4,9 +4,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use skygate_drivers::modbus::config::Parity;
 use skygate_drivers::modbus::decode::Table;
 use skygate_drivers::modbus::{Transport, Words, probe};
+use skygate_drivers::serial::port::{Parity, SerialSettings};
 
 use super::{CliError, ProbeCommand};
 
@@ -72,7 +72,7 @@ pub fn run(cmd: ProbeCommand) -> Result<i32, CliError> {
                 port: tcp_port,
             }
         }
-        (None, Some(path)) => Transport::Rtu {
+        (None, Some(path)) => Transport::Rtu(SerialSettings {
             path,
             baud,
             parity: match parity.as_str() {
@@ -87,7 +87,7 @@ pub fn run(cmd: ProbeCommand) -> Result<i32, CliError> {
             },
             data_bits: 8,
             stop_bits: 1,
-        },
+        }),
         _ => {
             return Err(CliError::Usage(
                 "give either --host HOST[:PORT] (Modbus TCP) or --port DEVICE (Modbus RTU)".into(),

@@ -126,6 +126,7 @@ pub struct BucketSinkRaw {
 pub enum DriverKindRaw {
     Sim(Box<skygate_drivers::sim::SimConfig>),
     Modbus(Box<skygate_drivers::modbus::ModbusConfig>),
+    Serial(Box<skygate_drivers::serial::SerialConfig>),
 }
 
 #[derive(Debug, Clone)]
@@ -326,6 +327,12 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
                 rest,
                 skygate_drivers::modbus::ModbusConfigRaw::validate,
             )?)),
+            "serial" => DriverKindRaw::Serial(Box::new(driver_config(
+                file,
+                &name,
+                rest,
+                skygate_drivers::serial::SerialConfigRaw::validate,
+            )?)),
             _ => return Err(unknown_kind(file, &kind, "driver", &name, DRIVER_KINDS)),
         };
         parsed.drivers.push((name, DriverRaw { common, kind }));
@@ -345,7 +352,7 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
 }
 
 /// Driver kinds this build knows.
-pub const DRIVER_KINDS: &[&str] = &["sim", "modbus"];
+pub const DRIVER_KINDS: &[&str] = &["sim", "modbus", "serial"];
 /// Sink kinds this build knows.
 pub const SINK_KINDS: &[&str] = &["bucket"];
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use skygate_drivers::modbus::ModbusConfig;
+use skygate_drivers::serial::SerialConfig;
 use skygate_drivers::sim::SimConfig;
 
 use super::raw::{
@@ -123,6 +124,7 @@ pub const HEALTH_SOURCE: &str = "skygate";
 pub enum DriverKind {
     Sim(SimConfig),
     Modbus(ModbusConfig),
+    Serial(SerialConfig),
 }
 
 impl DriverKind {
@@ -131,6 +133,7 @@ impl DriverKind {
         match self {
             Self::Sim(_) => "sim",
             Self::Modbus(_) => "modbus",
+            Self::Serial(_) => "serial",
         }
     }
 }
@@ -289,6 +292,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         let kind = match &l.value.kind {
             DriverKindRaw::Sim(cfg) => DriverKind::Sim((**cfg).clone()),
             DriverKindRaw::Modbus(cfg) => DriverKind::Modbus((**cfg).clone()),
+            DriverKindRaw::Serial(cfg) => DriverKind::Serial((**cfg).clone()),
         };
         drivers.insert(
             name.clone(),

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use skygate_bsp::{Board, GenericLinux};
 use skygate_drivers::modbus::ModbusDriver;
+use skygate_drivers::serial::SerialDriver;
 use skygate_drivers::sim::SimDriver;
 use skygate_drivers::{Clock, Driver, SystemClock};
 use tokio::sync::mpsc;
@@ -351,6 +352,7 @@ impl DriverFactory {
         match &d.kind {
             DriverKind::Sim(cfg) => Box::new(SimDriver::new(&d.name, cfg)),
             DriverKind::Modbus(cfg) => Box::new(ModbusDriver::new(&d.name, cfg)),
+            DriverKind::Serial(cfg) => Box::new(SerialDriver::new(&d.name, cfg)),
         }
     }
 

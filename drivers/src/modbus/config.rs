@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use super::decode::{DataType, Order, Point, Request, Table, plan};
 use crate::config::{FieldError, duration_opt, field_err};
+use crate::serial::port::{LineRaw, Parity, SerialSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -35,14 +36,6 @@ pub enum TransportKind {
     /// A simulated device served by the driver itself over loopback TCP (demos, the
     /// embedded default).
     Simulator,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Parity {
-    None,
-    Even,
-    Odd,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,13 +99,7 @@ pub enum Transport {
         host: String,
         port: u16,
     },
-    Rtu {
-        path: String,
-        baud: u32,
-        parity: Parity,
-        data_bits: u8,
-        stop_bits: u8,
-    },
+    Rtu(SerialSettings),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -187,30 +174,21 @@ impl ModbusConfigRaw {
                 }
             }
             TransportKind::Rtu => {
-                if self.host.is_some() || self.port.is_some() {
-                    return Err(field_err("host", "applies to transport = \"tcp\" only"));
-                }
-                let baud = self.baud.unwrap_or(19200);
-                if !(300..=1_000_000).contains(&baud) {
-                    return Err(field_err("baud", "must be 300 to 1000000"));
-                }
-                let data_bits = self.data_bits.unwrap_or(8);
-                if !(5..=8).contains(&data_bits) {
-                    return Err(field_err("data_bits", "must be 5 to 8"));
-                }
-                let stop_bits = self.stop_bits.unwrap_or(1);
-                if !(1..=2).contains(&stop_bits) {
-                    return Err(field_err("stop_bits", "must be 1 or 2"));
-                }
-                Transport::Rtu {
-                    path: self.serial_port.filter(|p| !p.is_empty()).ok_or_else(|| {
-                        field_err("serial_port", "transport = \"rtu\" needs a serial_port")
-                    })?,
-                    baud,
-                    parity: self.parity.unwrap_or(Parity::Even),
-                    data_bits,
-                    stop_bits,
-                }
+                refuse(
+                    &[("host", self.host.is_some()), ("port", self.port.is_some())],
+                    "applies to transport = \"tcp\" only",
+                )?;
+                // Modbus RTU's spec default is 19200 baud, even parity.
+                Transport::Rtu(
+                    LineRaw {
+                        serial_port: self.serial_port,
+                        baud: self.baud,
+                        parity: self.parity,
+                        data_bits: self.data_bits,
+                        stop_bits: self.stop_bits,
+                    }
+                    .validate(19200, Parity::Even)?,
+                )
             }
         };
         let timeout = self.timeout.unwrap_or(Duration::from_secs(1));
@@ -400,13 +378,13 @@ mod tests {
         .expect("valid");
         assert_eq!(
             c.transport,
-            Transport::Rtu {
+            Transport::Rtu(SerialSettings {
                 path: "/dev/ttyUSB0".into(),
                 baud: 19200,
                 parity: Parity::Even,
                 data_bits: 8,
                 stop_bits: 1
-            }
+            })
         );
         let d = &c.devices[0];
         assert_eq!((d.unit, d.poll), (3, Duration::from_secs(1)));

@@ -124,33 +124,8 @@ async fn open(t: &Transport, timeout: Duration) -> std::io::Result<Context> {
                 stream.set_nodelay(true)?;
                 Ok(tokio_modbus::client::tcp::attach(stream))
             }
-            Transport::Rtu {
-                path,
-                baud,
-                parity,
-                data_bits,
-                stop_bits,
-            } => {
-                use tokio_serial::SerialPortBuilderExt;
-                let port = tokio_serial::new(path, *baud)
-                    .parity(match parity {
-                        config::Parity::None => tokio_serial::Parity::None,
-                        config::Parity::Even => tokio_serial::Parity::Even,
-                        config::Parity::Odd => tokio_serial::Parity::Odd,
-                    })
-                    .data_bits(match data_bits {
-                        5 => tokio_serial::DataBits::Five,
-                        6 => tokio_serial::DataBits::Six,
-                        7 => tokio_serial::DataBits::Seven,
-                        _ => tokio_serial::DataBits::Eight,
-                    })
-                    .stop_bits(if *stop_bits == 2 {
-                        tokio_serial::StopBits::Two
-                    } else {
-                        tokio_serial::StopBits::One
-                    })
-                    .open_native_async()
-                    .map_err(std::io::Error::other)?;
+            Transport::Rtu(line) => {
+                let port = line.open()?;
                 Ok(tokio_modbus::client::rtu::attach(port))
             }
         }

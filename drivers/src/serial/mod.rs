@@ -1,5 +1,270 @@
-//! Serial line protocols: NMEA 0183 from GPS and timing receivers (more to come here: the
-//! configurable ASCII line parser and raw capture, and the serial-line driver that runs
-//! them over a port).
+//! Serial-line instruments: a port read line by line and decoded by a protocol (NMEA 0183
+//! so far; the configurable ASCII line parser and raw capture come next).
+//!
+//! Invariants:
+//! - A line is at most [`MAX_LINE`] bytes; a longer run without a newline is a framing
+//!   error and is skipped to the next newline, so a babbling device cannot grow memory.
+//! - Every line that does not decode is counted by kind (`checksum_errors`,
+//!   `framing_errors`, `field_errors`) and kept in the driver's recent errors; the counts
+//!   are also sent as readings every `counters_every`, so they reach the fleet.
+//! - A read error or end of file (an unplugged adapter, a vanished pty) closes the port;
+//!   it is opened again with a doubling backoff, without restarting the agent.
+//! - No bytes for `silence` marks the driver failing until data arrives again.
 
+pub mod config;
 pub mod nmea;
+pub mod port;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+pub use config::{Protocol, SerialConfig, SerialConfigRaw};
+
+use crate::driver::{BoxFuture, Driver, DriverContext, DriverError};
+use crate::reading::{Quality, Reading, TimeQuality, Timestamp, Value};
+use nmea::{NmeaError, Sentence};
+
+/// Longest line kept.
+pub const MAX_LINE: usize = 1024;
+const REOPEN_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct SerialDriver {
+    name: Arc<str>,
+    config: SerialConfig,
+}
+
+impl SerialDriver {
+    pub fn new(name: &str, config: &SerialConfig) -> Self {
+        Self {
+            name: Arc::from(name),
+            config: config.clone(),
+        }
+    }
+}
+
+/// Counts of what came over the line, sent as readings.
+#[derive(Debug, Default)]
+struct Counts {
+    sentences: u64,
+    checksum_errors: u64,
+    framing_errors: u64,
+    field_errors: u64,
+}
+
+/// Readings from one decoded NMEA sentence.
+fn nmea_readings(s: &Sentence) -> Vec<(&'static str, Value, Option<&'static str>)> {
+    let mut out = Vec::new();
+    let mut num = |ch: &'static str, v: Option<f64>, unit: Option<&'static str>| {
+        if let Some(v) = v {
+            out.push((ch, Value::Number(v), unit));
+        }
+    };
+    match s {
+        Sentence::Gga(g) => {
+            num("latitude", g.latitude, Some("deg"));
+            num("longitude", g.longitude, Some("deg"));
+            num("altitude", g.altitude, Some("m"));
+            num("hdop", g.hdop, None);
+            out.push((
+                "fix_quality",
+                Value::Integer(i64::from(g.fix_quality)),
+                None,
+            ));
+            if let Some(n) = g.satellites {
+                out.push(("satellites", Value::Integer(i64::from(n)), None));
+            }
+        }
+        Sentence::Rmc(r) => {
+            num("speed", r.speed_knots, Some("kn"));
+            num("course", r.course_deg, Some("deg"));
+            out.push(("fix_valid", Value::Bool(r.valid), None));
+        }
+        Sentence::Gsa(g) => {
+            num("pdop", g.pdop, None);
+            num("vdop", g.vdop, None);
+            out.push(("fix_type", Value::Integer(i64::from(g.fix_type)), None));
+            out.push((
+                "satellites_used",
+                Value::Integer(i64::from(g.satellites_used)),
+                None,
+            ));
+        }
+        Sentence::Zda(_) | Sentence::Other(_) => {}
+    }
+    out
+}
+
+impl SerialDriver {
+    fn reading(
+        &self,
+        channel: &str,
+        value: Value,
+        unit: Option<&str>,
+        (ts, tq): (Timestamp, TimeQuality),
+    ) -> Reading {
+        Reading {
+            source: self.name.clone(),
+            channel: Arc::from(channel),
+            ts,
+            time_quality: tq,
+            value,
+            unit: unit.map(Arc::from),
+            quality: Quality::Good,
+        }
+    }
+
+    /// Decodes one line; the readings it gives, after counting what went wrong.
+    fn decode(&self, line: &[u8], counts: &mut Counts, ctx: &DriverContext) -> Vec<Reading> {
+        let Protocol::Nmea = self.config.protocol;
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text.is_empty() {
+            return Vec::new();
+        }
+        match nmea::parse(text) {
+            Ok(s) => {
+                counts.sentences += 1;
+                let now = ctx.clock.now();
+                nmea_readings(&s)
+                    .into_iter()
+                    .map(|(ch, v, unit)| self.reading(ch, v, unit, now))
+                    .collect()
+            }
+            Err(e) => {
+                let (counter, n) = match e {
+                    NmeaError::BadChecksum { .. } => {
+                        ("checksum_errors", &mut counts.checksum_errors)
+                    }
+                    NmeaError::Field { .. } => ("field_errors", &mut counts.field_errors),
+                    _ => ("framing_errors", &mut counts.framing_errors),
+                };
+                *n += 1;
+                ctx.health.count(counter, 1);
+                let shown: String = text.chars().take(60).collect();
+                ctx.health.error(format!("{e}: {shown:?}"));
+                Vec::new()
+            }
+        }
+    }
+
+    fn count_readings(&self, c: &Counts, now: (Timestamp, TimeQuality)) -> Vec<Reading> {
+        [
+            ("sentences", c.sentences),
+            ("checksum_errors", c.checksum_errors),
+            ("framing_errors", c.framing_errors),
+            ("field_errors", c.field_errors),
+        ]
+        .into_iter()
+        .map(|(ch, n)| self.reading(ch, Value::Integer(n as i64), None, now))
+        .collect()
+    }
+}
+
+impl Driver for SerialDriver {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(self: Box<Self>, ctx: DriverContext) -> BoxFuture<Result<(), DriverError>> {
+        Box::pin(async move {
+            let cfg = &self.config;
+            let mut counts = Counts::default();
+            let mut failures = 0u32;
+            let mut counters_tick = tokio::time::interval(cfg.counters_every);
+            counters_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let port = match cfg.line.open() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        failures += 1;
+                        ctx.health.count("open_failures", 1);
+                        ctx.health.error(format!("cannot open the port: {e}"));
+                        let wait = Duration::from_millis(250)
+                            .saturating_mul(1 << failures.min(8))
+                            .min(REOPEN_MAX);
+                        tokio::select! {
+                            _ = ctx.cancel.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(wait) => continue,
+                        }
+                    }
+                };
+                tracing::info!(driver = %self.name, port = %cfg.line.path, "serial port open");
+                failures = 0;
+                let mut reader = BufReader::new(port);
+                let mut line = Vec::with_capacity(256);
+                let mut skipping = false;
+                loop {
+                    // A read cut short by the counters tick leaves its bytes in `line`
+                    // (read_until is cancel safe that way): only a finished line clears it.
+                    let room = (MAX_LINE - line.len().min(MAX_LINE)) as u64;
+                    let mut limited = (&mut reader).take(room);
+                    let got = tokio::select! {
+                        _ = ctx.cancel.cancelled() => return Ok(()),
+                        _ = counters_tick.tick() => {
+                            for r in self.count_readings(&counts, ctx.clock.now()) {
+                                if ctx.out.send(r).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                            continue;
+                        }
+                        r = tokio::time::timeout(cfg.silence, limited.read_until(b'\n', &mut line)) => r,
+                    };
+                    match got {
+                        Err(_) => {
+                            ctx.health.error(format!("no data for {:?}", cfg.silence));
+                            continue;
+                        }
+                        Ok(Err(e)) => {
+                            ctx.health.count("io_errors", 1);
+                            ctx.health
+                                .error(format!("read failed: {e}; reopening the port"));
+                            break;
+                        }
+                        Ok(Ok(0)) => {
+                            ctx.health.error("the port closed; reopening it");
+                            break;
+                        }
+                        Ok(Ok(_)) => {}
+                    }
+                    let complete = line.ends_with(b"\n");
+                    if skipping {
+                        // The tail of an overlong line: dropped, already counted.
+                        skipping = !complete;
+                        line.clear();
+                        continue;
+                    }
+                    if !complete {
+                        if line.len() >= MAX_LINE {
+                            counts.framing_errors += 1;
+                            ctx.health.count("framing_errors", 1);
+                            ctx.health
+                                .error(format!("a line longer than {MAX_LINE} bytes"));
+                            skipping = true;
+                            line.clear();
+                        }
+                        continue;
+                    }
+                    let readings = self.decode(&line, &mut counts, &ctx);
+                    line.clear();
+                    if !readings.is_empty() {
+                        ctx.health.ok();
+                    }
+                    for r in readings {
+                        if ctx.out.send(r).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                // Let a vanished device settle before opening it again.
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! Configuration of a serial-line instrument.
+//!
+//! ```toml
+//! [drivers.gps]
+//! kind = "serial"
+//! serial_port = "/dev/ttyS1"
+//! baud = 9600                  # parity (default "none"), data_bits, stop_bits
+//! protocol = "nmea"
+//! silence = "10s"              # no bytes for this long: the driver says failing
+//! counters_every = "60s"       # framing/checksum counters as readings this often
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::port::{LineRaw, Parity, SerialSettings};
+use crate::config::{FieldError, duration_opt, field_err};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// NMEA 0183 (GPS, timing receivers, some weather stations).
+    Nmea,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfigRaw {
+    pub serial_port: Option<String>,
+    pub baud: Option<u32>,
+    pub parity: Option<Parity>,
+    pub data_bits: Option<u8>,
+    pub stop_bits: Option<u8>,
+    pub protocol: Protocol,
+    #[serde(default, with = "duration_opt")]
+    pub silence: Option<Duration>,
+    #[serde(default, with = "duration_opt")]
+    pub counters_every: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SerialConfig {
+    pub line: SerialSettings,
+    pub protocol: Protocol,
+    pub silence: Duration,
+    pub counters_every: Duration,
+}
+
+impl SerialConfigRaw {
+    pub fn validate(self) -> Result<SerialConfig, FieldError> {
+        let line = LineRaw {
+            serial_port: self.serial_port,
+            baud: self.baud,
+            parity: self.parity,
+            data_bits: self.data_bits,
+            stop_bits: self.stop_bits,
+        }
+        .validate(9600, Parity::None)?;
+        let silence = self.silence.unwrap_or(Duration::from_secs(10));
+        if silence < Duration::from_millis(100) || silence > Duration::from_secs(3600) {
+            return Err(field_err("silence", "must be between 100ms and 1h"));
+        }
+        let counters_every = self.counters_every.unwrap_or(Duration::from_secs(60));
+        if counters_every < Duration::from_millis(100) {
+            return Err(field_err("counters_every", "must be at least 100ms"));
+        }
+        Ok(SerialConfig {
+            line,
+            protocol: self.protocol,
+            silence,
+            counters_every,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<SerialConfig, FieldError> {
+        toml::from_str::<SerialConfigRaw>(s)
+            .expect("parse")
+            .validate()
+    }
+
+    #[test]
+    fn an_nmea_receiver_defaults_to_9600_8n1() {
+        let c = parse("serial_port = \"/dev/ttyS1\"\nprotocol = \"nmea\"\n").expect("valid");
+        assert_eq!(
+            (c.line.baud, c.line.parity, c.protocol),
+            (9600, Parity::None, Protocol::Nmea)
+        );
+        assert_eq!(c.silence, Duration::from_secs(10));
+        let e = parse("protocol = \"nmea\"\n").expect_err("no port");
+        assert_eq!(e.path, "serial_port");
+        let e = parse("serial_port = \"/dev/x\"\nprotocol = \"nmea\"\nsilence = \"1ms\"\n")
+            .expect_err("silence");
+        assert_eq!(e.path, "silence");
+        assert!(
+            toml::from_str::<SerialConfigRaw>("serial_port = \"/dev/x\"\nprotocol = \"morse\"\n")
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! The serial-line driver over a real pty pair (socat): NMEA sentences written by the
+//! test as a GPS receiver would, broken ones counted, and a line that vanishes and comes
+//! back reopened.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use skygate_e2e::{Agent, pty_pair, skygate, wait_until};
+
+fn gps(data: &Path) -> Value {
+    let out = skygate(&[
+        "drivers",
+        "--json",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+    ]);
+    if !out.status.success() {
+        return Value::Null;
+    }
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    all.as_array()
+        .and_then(|d| d.iter().find(|x| x["name"] == "gps").cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// `$DATA*HH\r\n` with the right checksum.
+fn sentence(data: &str) -> String {
+    let sum = data.bytes().fold(0u8, |a, b| a ^ b);
+    format!("${data}*{sum:02X}\r\n")
+}
+
+fn send(dev: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dev)
+        .expect("open pty");
+    f.write_all(text.as_bytes()).expect("write pty");
+}
+
+#[test]
+fn nmea_over_a_pty_gives_fixes_counts_broken_lines_and_survives_the_port_vanishing() {
+    let root = tempfile::tempdir().expect("tmp");
+    let data = root.path().join("data");
+    let (port, receiver) = (root.path().join("ttyGPS"), root.path().join("ttyRX"));
+    let socat = pty_pair(&port, &receiver);
+    let cfg = root.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw-serial\"\n[health]\nenabled = false\n\
+             [drivers.gps]\nkind = \"serial\"\nprotocol = \"nmea\"\nserial_port = \"{}\"\nbaud = 9600\ncounters_every = \"300ms\"\nsilence = \"2s\"\n{}",
+            port.display(),
+            skygate_e2e::archive_sink(&root.path().join("bucket"), "batch_max_age = \"100ms\"\n")
+        ),
+    )
+    .expect("config");
+    let mut a = Agent::start(&cfg, &data);
+    wait_until(
+        Duration::from_secs(20),
+        "the driver to open the port",
+        || gps(&data)["state"] == "running" || gps(&data)["state"] == "starting",
+    );
+
+    let good = [
+        sentence("GPGGA,123519.00,2437.6320,S,07024.2880,W,1,09,0.9,2635.0,M,,M,,"),
+        sentence("GPRMC,123519.00,A,2437.6320,S,07024.2880,W,0.0,0.0,221126,,"),
+        sentence("GPGSA,A,3,04,05,09,12,24,,,,,,,,2.5,1.3,2.1"),
+        sentence("GPGSV,1,1,01,04,77,045,42"),
+    ];
+    let mut bad_sum = sentence("GPGGA,123520.00,2437.6320,S,07024.2880,W,1,09,0.9,2635.0,M,,M,,");
+    bad_sum.replace_range(bad_sum.len() - 4..bad_sum.len() - 2, "00");
+    let noise = "\u{1}\u{2}garbage without a start\r\n";
+    let overlong = format!("${}\r\n", "X".repeat(3000));
+    let field = sentence("GPGGA,993519.00,2437.6320,S,07024.2880,W,1,09,0.9,2635.0,M,,M,,");
+    wait_until(Duration::from_secs(20), "the fix over the pty", || {
+        send(&receiver, &good.concat());
+        gps(&data)["channels"]["latitude"]["value"].is_number()
+    });
+    send(&receiver, &format!("{bad_sum}{noise}{overlong}{field}"));
+    // A good sentence after the junk still decodes: the overlong line did not swallow it.
+    wait_until(Duration::from_secs(20), "the counters", || {
+        send(&receiver, &good[0]);
+        let c = &gps(&data)["counters"];
+        c["checksum_errors"] == 1 && c["framing_errors"] == 2 && c["field_errors"] == 1
+    });
+    let g = gps(&data);
+    let ch = &g["channels"];
+    let lat = ch["latitude"]["value"].as_f64().expect("lat");
+    assert!((lat - -(24.0 + 37.632 / 60.0)).abs() < 1e-9, "{lat}");
+    assert_eq!(ch["longitude"]["unit"], "deg");
+    assert_eq!(ch["satellites"]["value"], json!(9));
+    assert_eq!(ch["fix_quality"]["value"], json!(1));
+    assert_eq!(ch["fix_valid"]["value"], json!(true));
+    assert_eq!(ch["fix_type"]["value"], json!(3));
+    assert_eq!(ch["altitude"]["value"], json!(2635.0));
+    assert_eq!(g["state"], "running", "{g}");
+    // The counts are readings too, for the fleet.
+    wait_until(
+        Duration::from_secs(10),
+        "checksum_errors as a reading",
+        || gps(&data)["channels"]["checksum_errors"]["value"] == json!(1),
+    );
+    assert!(g["last_error"].as_str().is_some());
+
+    // The adapter goes away and comes back: the driver opens the new pty by itself.
+    socat.stop();
+    wait_until(Duration::from_secs(20), "the driver to notice", || {
+        gps(&data)["counters"]["open_failures"].as_u64() > Some(0)
+            || gps(&data)["counters"]["io_errors"].as_u64() > Some(0)
+    });
+    let _socat = pty_pair(&port, &receiver);
+    wait_until(
+        Duration::from_secs(30),
+        "a new fix after the port came back",
+        || {
+            send(
+                &receiver,
+                &sentence("GPGGA,123600.00,2437.7000,S,07024.2880,W,2,11,0.8,2635.0,M,,M,,"),
+            );
+            gps(&data)["channels"]["satellites"]["value"] == json!(11)
+        },
+    );
+    assert!(a.is_running());
+    let bucket = root.path().join("bucket");
+    wait_until(Duration::from_secs(20), "the fixes in the bucket", || {
+        skygate_e2e::read_bucket(&bucket)
+            .records
+            .iter()
+            .any(|r| r["source"] == "gps" && r["channel"] == "latitude")
+    });
+    assert_eq!(a.stop(), Some(0));
+}
