@@ -132,3 +132,105 @@ fn nmea_over_a_pty_gives_fixes_counts_broken_lines_and_survives_the_port_vanishi
     });
     assert_eq!(a.stop(), Some(0));
 }
+
+fn driver(data: &Path, name: &str) -> Value {
+    let out = skygate(&[
+        "drivers",
+        "--json",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+    ]);
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    all.as_array()
+        .and_then(|d| d.iter().find(|x| x["name"] == name).cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn ascii_lines_from_a_meter_and_a_weather_station_become_channels_with_units() {
+    let root = tempfile::tempdir().expect("tmp");
+    let data = root.path().join("data");
+    let (sqm_port, sqm_dev) = (root.path().join("ttySQM"), root.path().join("ttySQMd"));
+    let (wx_port, wx_dev) = (root.path().join("ttyWX"), root.path().join("ttyWXd"));
+    let _a = pty_pair(&sqm_port, &sqm_dev);
+    let _b = pty_pair(&wx_port, &wx_dev);
+    let cfg = root.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[gateway]
+id = "gw-lines"
+[health]
+enabled = false
+[drivers.sqm]
+kind = "serial"
+protocol = "lines"
+serial_port = "{}"
+baud = 115200
+regex = '^r,\s*(?P<mpsas>-?\d+\.\d+)m,\s*(?P<freq>\d+)Hz,\s*\d+c,\s*[\d.]+s,\s*(?P<temp>-?\d+\.\d+)C'
+[drivers.sqm.channels.mpsas]
+unit = "mag/arcsec2"
+[drivers.sqm.channels.freq]
+type = "integer"
+unit = "Hz"
+[drivers.sqm.channels.temp]
+unit = "degC"
+[drivers.wx]
+kind = "serial"
+protocol = "lines"
+serial_port = "{}"
+delimiter = ";"
+fields = ["", "temperature", "humidity", "status"]
+[drivers.wx.channels.humidity]
+unit = "%"
+scale = 0.1
+[drivers.wx.channels.status]
+type = "text"
+{}"#,
+            sqm_port.display(),
+            wx_port.display(),
+            skygate_e2e::archive_sink(&root.path().join("bucket"), "")
+        ),
+    )
+    .expect("config");
+    let a = Agent::start(&cfg, &data);
+    wait_until(Duration::from_secs(20), "both meters read", || {
+        send(
+            &sqm_dev,
+            "r, 21.43m,0000000022Hz,0000000000c,0000000.000s, 014.2C\r\n",
+        );
+        send(&wx_dev, "WX1;12.5;655;OK\r\n");
+        driver(&data, "sqm")["channels"]["mpsas"]["value"].is_number()
+            && driver(&data, "wx")["channels"]["status"]["value"] == "OK"
+    });
+    let sqm = driver(&data, "sqm");
+    assert_eq!(sqm["channels"]["mpsas"]["value"], json!(21.43));
+    assert_eq!(sqm["channels"]["mpsas"]["unit"], "mag/arcsec2");
+    assert_eq!(sqm["channels"]["freq"]["value"], json!(22));
+    assert_eq!(sqm["channels"]["temp"]["value"], json!(14.2));
+    let wx = driver(&data, "wx");
+    assert_eq!(wx["channels"]["humidity"]["value"], json!(65.5));
+    assert_eq!(wx["channels"]["temperature"]["value"], json!(12.5));
+
+    // A line that is not the meter's format is counted; a dropout value is a bad reading
+    // while the rest of its line stays good.
+    send(&sqm_dev, "hello there\r\n");
+    send(&wx_dev, "WX1;--.-;640;SENSOR\r\n");
+    wait_until(Duration::from_secs(20), "the rejects", || {
+        driver(&data, "sqm")["counters"]["framing_errors"] == 1
+            && driver(&data, "wx")["channels"]["temperature"]["quality"] == "bad"
+    });
+    let wx = driver(&data, "wx");
+    let t = &wx["channels"]["temperature"];
+    assert!(
+        t["quality_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("--.-")),
+        "{t}"
+    );
+    assert_eq!(wx["channels"]["humidity"]["value"], json!(64.0));
+    assert_eq!(wx["channels"]["humidity"]["quality"], "good");
+    assert_eq!(wx["channels"]["status"]["value"], "SENSOR");
+    assert_eq!(wx["counters"]["field_errors"], 1);
+    assert_eq!(a.stop(), Some(0));
+}

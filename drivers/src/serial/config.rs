@@ -5,15 +5,19 @@
 //! kind = "serial"
 //! serial_port = "/dev/ttyS1"
 //! baud = 9600                  # parity (default "none"), data_bits, stop_bits
-//! protocol = "nmea"
+//! protocol = "nmea"           # or "lines" with regex, or delimiter + fields:
+//! # regex = '^(?P<temperature>-?\d+\.\d),(?P<humidity>\d+)'
+//! # [drivers.gps.channels.temperature] unit = "degC", scale, offset, type
 //! silence = "10s"              # no bytes for this long: the driver says failing
 //! counters_every = "60s"       # framing/checksum counters as readings this often
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::lines::{ChannelRaw, LineParser};
 use super::port::{LineRaw, Parity, SerialSettings};
 use crate::config::{FieldError, duration_opt, field_err};
 
@@ -22,6 +26,8 @@ use crate::config::{FieldError, duration_opt, field_err};
 pub enum Protocol {
     /// NMEA 0183 (GPS, timing receivers, some weather stations).
     Nmea,
+    /// One line of values at a time, found by `regex` or `delimiter` + `fields`.
+    Lines,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,12 +43,22 @@ pub struct SerialConfigRaw {
     pub silence: Option<Duration>,
     #[serde(default, with = "duration_opt")]
     pub counters_every: Option<Duration>,
+    /// `protocol = "lines"`: a regular expression whose named groups are channels...
+    pub regex: Option<String>,
+    /// ... or a delimiter and the name of each field (`""` skips one).
+    pub delimiter: Option<String>,
+    pub fields: Option<Vec<String>>,
+    /// Per channel: `type`, `unit`, `scale`, `offset`.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelRaw>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SerialConfig {
     pub line: SerialSettings,
     pub protocol: Protocol,
+    /// The line parser (`protocol = "lines"` only).
+    pub lines: Option<LineParser>,
     pub silence: Duration,
     pub counters_every: Duration,
 }
@@ -65,9 +81,31 @@ impl SerialConfigRaw {
         if counters_every < Duration::from_millis(100) {
             return Err(field_err("counters_every", "must be at least 100ms"));
         }
+        let lines = match self.protocol {
+            Protocol::Lines => Some(LineParser::new(
+                self.regex,
+                self.delimiter,
+                self.fields,
+                self.channels,
+            )?),
+            Protocol::Nmea => {
+                for (f, set) in [
+                    ("regex", self.regex.is_some()),
+                    ("delimiter", self.delimiter.is_some()),
+                    ("fields", self.fields.is_some()),
+                    ("channels", !self.channels.is_empty()),
+                ] {
+                    if set {
+                        return Err(field_err(f, "applies to protocol = \"lines\" only"));
+                    }
+                }
+                None
+            }
+        };
         Ok(SerialConfig {
             line,
             protocol: self.protocol,
+            lines,
             silence,
             counters_every,
         })

@@ -1,5 +1,5 @@
-//! Serial-line instruments: a port read line by line and decoded by a protocol (NMEA 0183
-//! so far; the configurable ASCII line parser and raw capture come next).
+//! Serial-line instruments: a port read line by line and decoded by a protocol: NMEA 0183,
+//! or the configurable ASCII line parser ([`lines`]). Raw capture comes next.
 //!
 //! Invariants:
 //! - A line is at most [`MAX_LINE`] bytes; a longer run without a newline is a framing
@@ -12,6 +12,7 @@
 //! - No bytes for `silence` marks the driver failing until data arrives again.
 
 pub mod config;
+pub mod lines;
 pub mod nmea;
 pub mod port;
 
@@ -48,7 +49,7 @@ impl SerialDriver {
 /// Counts of what came over the line, sent as readings.
 #[derive(Debug, Default)]
 struct Counts {
-    sentences: u64,
+    decoded: u64,
     checksum_errors: u64,
     framing_errors: u64,
     field_errors: u64,
@@ -116,18 +117,66 @@ impl SerialDriver {
         }
     }
 
+    /// Counts a line that gave nothing, and keeps why.
+    fn reject(
+        &self,
+        counter: &'static str,
+        n: &mut u64,
+        why: String,
+        text: &str,
+        ctx: &DriverContext,
+    ) {
+        *n += 1;
+        ctx.health.count(counter, 1);
+        let shown: String = text.chars().take(60).collect();
+        ctx.health.error(format!("{why}: {shown:?}"));
+    }
+
     /// Decodes one line; the readings it gives, after counting what went wrong.
     fn decode(&self, line: &[u8], counts: &mut Counts, ctx: &DriverContext) -> Vec<Reading> {
-        let Protocol::Nmea = self.config.protocol;
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches(['\r', '\n']);
         if text.is_empty() {
             return Vec::new();
         }
+        let now = ctx.clock.now();
+        if let Some(parser) = &self.config.lines {
+            return match parser.parse(text) {
+                Ok(values) => {
+                    counts.decoded += 1;
+                    values
+                        .into_iter()
+                        .map(|(ch, v)| {
+                            let unit = parser.channels[ch].unit.as_deref();
+                            match v {
+                                Ok(v) => self.reading(ch, v, unit, now),
+                                Err(why) => {
+                                    counts.field_errors += 1;
+                                    ctx.health.count("field_errors", 1);
+                                    Reading {
+                                        quality: Quality::Bad(why),
+                                        ..self.reading(ch, Value::Number(f64::NAN), unit, now)
+                                    }
+                                }
+                            }
+                        })
+                        .collect()
+                }
+                Err(e) => {
+                    self.reject(
+                        "framing_errors",
+                        &mut counts.framing_errors,
+                        e.to_string(),
+                        text,
+                        ctx,
+                    );
+                    Vec::new()
+                }
+            };
+        }
         match nmea::parse(text) {
             Ok(s) => {
-                counts.sentences += 1;
-                let now = ctx.clock.now();
+                counts.decoded += 1;
                 nmea_readings(&s)
                     .into_iter()
                     .map(|(ch, v, unit)| self.reading(ch, v, unit, now))
@@ -141,10 +190,7 @@ impl SerialDriver {
                     NmeaError::Field { .. } => ("field_errors", &mut counts.field_errors),
                     _ => ("framing_errors", &mut counts.framing_errors),
                 };
-                *n += 1;
-                ctx.health.count(counter, 1);
-                let shown: String = text.chars().take(60).collect();
-                ctx.health.error(format!("{e}: {shown:?}"));
+                self.reject(counter, n, e.to_string(), text, ctx);
                 Vec::new()
             }
         }
@@ -152,7 +198,7 @@ impl SerialDriver {
 
     fn count_readings(&self, c: &Counts, now: (Timestamp, TimeQuality)) -> Vec<Reading> {
         [
-            ("sentences", c.sentences),
+            ("decoded", c.decoded),
             ("checksum_errors", c.checksum_errors),
             ("framing_errors", c.framing_errors),
             ("field_errors", c.field_errors),
