@@ -453,3 +453,18 @@ pub fn pty_pair(a: &Path, b: &Path) -> Peer {
     });
     peer
 }
+
+/// One driver of the running agent as `skygate drivers --json` shows it; `Null` while the
+/// agent does not answer or has no such driver.
+pub fn driver_status(data_dir: &Path, name: &str) -> serde_json::Value {
+    let out = skygate(&[
+        "drivers",
+        "--json",
+        "--data-dir",
+        data_dir.to_str().expect("utf8"),
+    ]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    all.as_array()
+        .and_then(|d| d.iter().find(|x| x["name"] == name).cloned())
+        .unwrap_or_default()
+}

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use skygate_e2e::{Agent, Peer, free_port, peer_python, peers_dir, pty_pair, skygate, wait_until};
+use skygate_e2e::{
+    Agent, Peer, driver_status, free_port, peer_python, peers_dir, pty_pair, skygate, wait_until,
+};
 
 /// The pymodbus station on a free loopback port.
 fn tcp_device() -> (Peer, u16) {
@@ -20,39 +22,12 @@ fn tcp_device() -> (Peer, u16) {
     (peer, port)
 }
 
-fn drivers(data: &Path) -> Value {
-    let out = skygate(&[
-        "drivers",
-        "--json",
-        "--data-dir",
-        data.to_str().expect("utf8"),
-    ]);
-    if !out.status.success() {
-        return Value::Null;
-    }
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
 fn channels(data: &Path, driver: &str) -> Value {
-    drivers(data)
-        .as_array()
-        .and_then(|d| {
-            d.iter()
-                .find(|x| x["name"] == driver)
-                .map(|x| x["channels"].clone())
-        })
-        .unwrap_or(Value::Null)
+    driver_status(data, driver)["channels"].clone()
 }
 
 fn driver_field(data: &Path, driver: &str, field: &str) -> Value {
-    drivers(data)
-        .as_array()
-        .and_then(|d| {
-            d.iter()
-                .find(|x| x["name"] == driver)
-                .map(|x| x[field].clone())
-        })
-        .unwrap_or(Value::Null)
+    driver_status(data, driver)[field].clone()
 }
 
 /// Points of the test device (see tests/peers/modbus_device.py for the words behind them).

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use skygate_e2e::{Agent, pty_pair, skygate, wait_until};
+use skygate_e2e::{Agent, driver_status, pty_pair, skygate, wait_until};
 
 fn gps(data: &Path) -> Value {
     let out = skygate(&[
@@ -133,19 +133,6 @@ fn nmea_over_a_pty_gives_fixes_counts_broken_lines_and_survives_the_port_vanishi
     assert_eq!(a.stop(), Some(0));
 }
 
-fn driver(data: &Path, name: &str) -> Value {
-    let out = skygate(&[
-        "drivers",
-        "--json",
-        "--data-dir",
-        data.to_str().expect("utf8"),
-    ]);
-    let all: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    all.as_array()
-        .and_then(|d| d.iter().find(|x| x["name"] == name).cloned())
-        .unwrap_or(Value::Null)
-}
-
 #[test]
 fn ascii_lines_from_a_meter_and_a_weather_station_become_channels_with_units() {
     let root = tempfile::tempdir().expect("tmp");
@@ -200,15 +187,15 @@ type = "text"
             "r, 21.43m,0000000022Hz,0000000000c,0000000.000s, 014.2C\r\n",
         );
         send(&wx_dev, "WX1;12.5;655;OK\r\n");
-        driver(&data, "sqm")["channels"]["mpsas"]["value"].is_number()
-            && driver(&data, "wx")["channels"]["status"]["value"] == "OK"
+        driver_status(&data, "sqm")["channels"]["mpsas"]["value"].is_number()
+            && driver_status(&data, "wx")["channels"]["status"]["value"] == "OK"
     });
-    let sqm = driver(&data, "sqm");
+    let sqm = driver_status(&data, "sqm");
     assert_eq!(sqm["channels"]["mpsas"]["value"], json!(21.43));
     assert_eq!(sqm["channels"]["mpsas"]["unit"], "mag/arcsec2");
     assert_eq!(sqm["channels"]["freq"]["value"], json!(22));
     assert_eq!(sqm["channels"]["temp"]["value"], json!(14.2));
-    let wx = driver(&data, "wx");
+    let wx = driver_status(&data, "wx");
     assert_eq!(wx["channels"]["humidity"]["value"], json!(65.5));
     assert_eq!(wx["channels"]["temperature"]["value"], json!(12.5));
 
@@ -217,10 +204,10 @@ type = "text"
     send(&sqm_dev, "hello there\r\n");
     send(&wx_dev, "WX1;--.-;640;SENSOR\r\n");
     wait_until(Duration::from_secs(20), "the rejects", || {
-        driver(&data, "sqm")["counters"]["framing_errors"] == 1
-            && driver(&data, "wx")["channels"]["temperature"]["quality"] == "bad"
+        driver_status(&data, "sqm")["counters"]["framing_errors"] == 1
+            && driver_status(&data, "wx")["channels"]["temperature"]["quality"] == "bad"
     });
-    let wx = driver(&data, "wx");
+    let wx = driver_status(&data, "wx");
     let t = &wx["channels"]["temperature"];
     assert!(
         t["quality_reason"]
