@@ -112,41 +112,52 @@ fn run(settings: config::Settings, data_dir: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        // Handlers first: a SIGTERM that arrives while the buffer opens is held and
+        // answered with an orderly stop once start-up is done, instead of killing the
+        // process half-started.
+        let signals = Signals::install().context("cannot install signal handlers")?;
         let stop = CancellationToken::new();
         let running = skygate_agent::pipeline::start(settings, &data_dir, stop.clone())
             .await
             .with_context(|| format!("cannot start on data directory {}", data_dir.display()))?;
-        wait_for_signal(&running.reload).await;
+        signals.wait(&running.reload).await;
         running.stop().await;
         Ok(())
     })
 }
 
-/// Returns on SIGTERM or SIGINT; SIGHUP asks for a configuration reload.
-async fn wait_for_signal(reload: &tokio::sync::mpsc::Sender<ReloadRequest>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return tracing::info!("SIGTERM: stopping"),
-            _ = int.recv() => return tracing::info!("SIGINT: stopping"),
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading the configuration");
-                let req = ReloadRequest {
-                    actor: "signal".into(),
-                    origin: "SIGHUP".into(),
-                    reply: None,
-                };
-                if reload.try_send(req).is_err() {
-                    tracing::warn!("SIGHUP: reloads already queued; this one is dropped");
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Returns on SIGTERM or SIGINT; SIGHUP asks for a configuration reload.
+    async fn wait(mut self, reload: &tokio::sync::mpsc::Sender<ReloadRequest>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return tracing::info!("SIGTERM: stopping"),
+                _ = self.int.recv() => return tracing::info!("SIGINT: stopping"),
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let req = ReloadRequest {
+                        actor: "signal".into(),
+                        origin: "SIGHUP".into(),
+                        reply: None,
+                    };
+                    if reload.try_send(req).is_err() {
+                        tracing::warn!("SIGHUP: reloads already queued; this one is dropped");
+                    }
                 }
             }
         }

@@ -28,6 +28,15 @@ pub enum Protocol {
     Nmea,
     /// One line of values at a time, found by `regex` or `delimiter` + `fields`.
     Lines,
+    /// The byte stream as it comes, stored as blobs for later forensics.
+    Raw,
+}
+
+/// Raw capture: how big a blob may grow, and how long its first byte may wait.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureSettings {
+    pub chunk_bytes: usize,
+    pub chunk_age: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +60,11 @@ pub struct SerialConfigRaw {
     /// Per channel: `type`, `unit`, `scale`, `offset`.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelRaw>,
+    /// `protocol = "raw"`: bytes per blob (default 65536) and the longest a blob waits
+    /// after its first byte (default 10s).
+    pub chunk_bytes: Option<usize>,
+    #[serde(default, with = "duration_opt")]
+    pub chunk_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +73,8 @@ pub struct SerialConfig {
     pub protocol: Protocol,
     /// The line parser (`protocol = "lines"` only).
     pub lines: Option<LineParser>,
+    /// Raw capture (`protocol = "raw"` only).
+    pub capture: Option<CaptureSettings>,
     pub silence: Duration,
     pub counters_every: Duration,
 }
@@ -81,6 +97,46 @@ impl SerialConfigRaw {
         if counters_every < Duration::from_millis(100) {
             return Err(field_err("counters_every", "must be at least 100ms"));
         }
+        let line_fields = [
+            ("regex", self.regex.is_some()),
+            ("delimiter", self.delimiter.is_some()),
+            ("fields", self.fields.is_some()),
+            ("channels", !self.channels.is_empty()),
+        ];
+        let capture_fields = [
+            ("chunk_bytes", self.chunk_bytes.is_some()),
+            ("chunk_age", self.chunk_age.is_some()),
+        ];
+        let refuse = |fields: &[(&str, bool)], protocol: &str| match fields.iter().find(|f| f.1) {
+            Some((f, _)) => Err(field_err(
+                f,
+                &format!("applies to protocol = \"{protocol}\" only"),
+            )),
+            None => Ok(()),
+        };
+        if self.protocol != Protocol::Lines {
+            refuse(&line_fields, "lines")?;
+        }
+        if self.protocol != Protocol::Raw {
+            refuse(&capture_fields, "raw")?;
+        }
+        let capture = match self.protocol {
+            Protocol::Raw => {
+                let chunk_bytes = self.chunk_bytes.unwrap_or(64 * 1024);
+                if !(64..=16 * 1024 * 1024).contains(&chunk_bytes) {
+                    return Err(field_err("chunk_bytes", "must be 64 to 16777216"));
+                }
+                let chunk_age = self.chunk_age.unwrap_or(Duration::from_secs(10));
+                if chunk_age < Duration::from_millis(10) || chunk_age > Duration::from_secs(3600) {
+                    return Err(field_err("chunk_age", "must be between 10ms and 1h"));
+                }
+                Some(CaptureSettings {
+                    chunk_bytes,
+                    chunk_age,
+                })
+            }
+            _ => None,
+        };
         let lines = match self.protocol {
             Protocol::Lines => Some(LineParser::new(
                 self.regex,
@@ -88,24 +144,13 @@ impl SerialConfigRaw {
                 self.fields,
                 self.channels,
             )?),
-            Protocol::Nmea => {
-                for (f, set) in [
-                    ("regex", self.regex.is_some()),
-                    ("delimiter", self.delimiter.is_some()),
-                    ("fields", self.fields.is_some()),
-                    ("channels", !self.channels.is_empty()),
-                ] {
-                    if set {
-                        return Err(field_err(f, "applies to protocol = \"lines\" only"));
-                    }
-                }
-                None
-            }
+            _ => None,
         };
         Ok(SerialConfig {
             line,
             protocol: self.protocol,
             lines,
+            capture,
             silence,
             counters_every,
         })

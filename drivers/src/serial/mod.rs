@@ -1,5 +1,5 @@
-//! Serial-line instruments: a port read line by line and decoded by a protocol: NMEA 0183,
-//! or the configurable ASCII line parser ([`lines`]). Raw capture comes next.
+//! Serial-line instruments: a port read line by line and decoded by a protocol (NMEA 0183,
+//! or the configurable ASCII line parser in [`lines`]), or captured raw as blobs.
 //!
 //! Invariants:
 //! - A line is at most [`MAX_LINE`] bytes; a longer run without a newline is a framing
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-pub use config::{Protocol, SerialConfig, SerialConfigRaw};
+pub use config::{CaptureSettings, Protocol, SerialConfig, SerialConfigRaw};
 
 use crate::driver::{BoxFuture, Driver, DriverContext, DriverError};
 use crate::reading::{Quality, Reading, TimeQuality, Timestamp, Value};
@@ -239,71 +239,15 @@ impl Driver for SerialDriver {
                 };
                 tracing::info!(driver = %self.name, port = %cfg.line.path, "serial port open");
                 failures = 0;
-                let mut reader = BufReader::new(port);
-                let mut line = Vec::with_capacity(256);
-                let mut skipping = false;
-                loop {
-                    // A read cut short by the counters tick leaves its bytes in `line`
-                    // (read_until is cancel safe that way): only a finished line clears it.
-                    let room = (MAX_LINE - line.len().min(MAX_LINE)) as u64;
-                    let mut limited = (&mut reader).take(room);
-                    let got = tokio::select! {
-                        _ = ctx.cancel.cancelled() => return Ok(()),
-                        _ = counters_tick.tick() => {
-                            for r in self.count_readings(&counts, ctx.clock.now()) {
-                                if ctx.out.send(r).await.is_err() {
-                                    return Ok(());
-                                }
-                            }
-                            continue;
-                        }
-                        r = tokio::time::timeout(cfg.silence, limited.read_until(b'\n', &mut line)) => r,
-                    };
-                    match got {
-                        Err(_) => {
-                            ctx.health.error(format!("no data for {:?}", cfg.silence));
-                            continue;
-                        }
-                        Ok(Err(e)) => {
-                            ctx.health.count("io_errors", 1);
-                            ctx.health
-                                .error(format!("read failed: {e}; reopening the port"));
-                            break;
-                        }
-                        Ok(Ok(0)) => {
-                            ctx.health.error("the port closed; reopening it");
-                            break;
-                        }
-                        Ok(Ok(_)) => {}
+                let flow = match &cfg.capture {
+                    Some(c) => self.capture(port, c, &ctx).await,
+                    None => {
+                        self.read_lines(port, &ctx, &mut counts, &mut counters_tick)
+                            .await
                     }
-                    let complete = line.ends_with(b"\n");
-                    if skipping {
-                        // The tail of an overlong line: dropped, already counted.
-                        skipping = !complete;
-                        line.clear();
-                        continue;
-                    }
-                    if !complete {
-                        if line.len() >= MAX_LINE {
-                            counts.framing_errors += 1;
-                            ctx.health.count("framing_errors", 1);
-                            ctx.health
-                                .error(format!("a line longer than {MAX_LINE} bytes"));
-                            skipping = true;
-                            line.clear();
-                        }
-                        continue;
-                    }
-                    let readings = self.decode(&line, &mut counts, &ctx);
-                    line.clear();
-                    if !readings.is_empty() {
-                        ctx.health.ok();
-                    }
-                    for r in readings {
-                        if ctx.out.send(r).await.is_err() {
-                            return Ok(());
-                        }
-                    }
+                };
+                if flow == Flow::Stop {
+                    return Ok(());
                 }
                 // Let a vanished device settle before opening it again.
                 tokio::select! {
@@ -312,5 +256,161 @@ impl Driver for SerialDriver {
                 }
             }
         })
+    }
+}
+
+/// How a read loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    /// Cancelled, or the agent stopped taking readings.
+    Stop,
+    /// The port failed: open it again.
+    Reopen,
+}
+
+impl SerialDriver {
+    /// Reads lines and decodes them until the port fails or the driver stops.
+    async fn read_lines(
+        &self,
+        port: tokio_serial::SerialStream,
+        ctx: &DriverContext,
+        counts: &mut Counts,
+        counters_tick: &mut tokio::time::Interval,
+    ) -> Flow {
+        let cfg = &self.config;
+        let mut reader = BufReader::new(port);
+        let mut line = Vec::with_capacity(256);
+        let mut skipping = false;
+        loop {
+            // A read cut short by the counters tick leaves its bytes in `line`
+            // (read_until is cancel safe that way): only a finished line clears it.
+            let room = (MAX_LINE - line.len().min(MAX_LINE)) as u64;
+            let mut limited = (&mut reader).take(room);
+            let got = tokio::select! {
+                _ = ctx.cancel.cancelled() => return Flow::Stop,
+                _ = counters_tick.tick() => {
+                    for r in self.count_readings(counts, ctx.clock.now()) {
+                        if ctx.out.send(r).await.is_err() {
+                            return Flow::Stop;
+                        }
+                    }
+                    continue;
+                }
+                r = tokio::time::timeout(cfg.silence, limited.read_until(b'\n', &mut line)) => r,
+            };
+            match got {
+                Err(_) => {
+                    ctx.health.error(format!("no data for {:?}", cfg.silence));
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    ctx.health.count("io_errors", 1);
+                    ctx.health
+                        .error(format!("read failed: {e}; reopening the port"));
+                    return Flow::Reopen;
+                }
+                Ok(Ok(0)) => {
+                    ctx.health.error("the port closed; reopening it");
+                    return Flow::Reopen;
+                }
+                Ok(Ok(_)) => {}
+            }
+            let complete = line.ends_with(b"\n");
+            if skipping {
+                // The tail of an overlong line: dropped, already counted.
+                skipping = !complete;
+                line.clear();
+                continue;
+            }
+            if !complete {
+                if line.len() >= MAX_LINE {
+                    counts.framing_errors += 1;
+                    ctx.health.count("framing_errors", 1);
+                    ctx.health
+                        .error(format!("a line longer than {MAX_LINE} bytes"));
+                    skipping = true;
+                    line.clear();
+                }
+                continue;
+            }
+            let readings = self.decode(&line, counts, ctx);
+            line.clear();
+            if !readings.is_empty() {
+                ctx.health.ok();
+            }
+            for r in readings {
+                if ctx.out.send(r).await.is_err() {
+                    return Flow::Stop;
+                }
+            }
+        }
+    }
+
+    /// Raw capture: the byte stream as blobs of at most `chunk_bytes`, each sent when full
+    /// or `chunk_age` after its first byte, and whatever is held when the port fails or
+    /// the driver stops, so no captured byte is dropped.
+    async fn capture(
+        &self,
+        mut port: tokio_serial::SerialStream,
+        c: &CaptureSettings,
+        ctx: &DriverContext,
+    ) -> Flow {
+        let mut held: Vec<u8> = Vec::new();
+        let mut first: Option<(Timestamp, TimeQuality)> = None;
+        let mut due = tokio::time::Instant::now();
+        let mut chunk = vec![0u8; 4096];
+        loop {
+            let flow = tokio::select! {
+                _ = ctx.cancel.cancelled() => Some(Flow::Stop),
+                _ = tokio::time::sleep_until(due), if !held.is_empty() => None,
+                // Never read past the chunk size: a blob is at most `chunk_bytes`.
+                r = port.read(&mut chunk[..(c.chunk_bytes - held.len()).min(4096)]) => match r {
+                    Ok(0) => {
+                        ctx.health.error("the port closed; reopening it");
+                        Some(Flow::Reopen)
+                    }
+                    Ok(n) => {
+                        if held.is_empty() {
+                            first = Some(ctx.clock.now());
+                            due = tokio::time::Instant::now() + c.chunk_age;
+                        }
+                        held.extend_from_slice(&chunk[..n]);
+                        ctx.health.count("bytes", n as u64);
+                        ctx.health.ok();
+                        if held.len() < c.chunk_bytes {
+                            continue;
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        ctx.health.count("io_errors", 1);
+                        ctx.health.error(format!("read failed: {e}; reopening the port"));
+                        Some(Flow::Reopen)
+                    }
+                },
+            };
+            if let Some(now) = first.take()
+                && !held.is_empty()
+            {
+                let data = bytes::Bytes::from(std::mem::take(&mut held));
+                let name = format!("{}-{}.bin", self.name, now.0.as_nanos());
+                let blob = Value::Blob(crate::reading::Blob {
+                    content_type: "application/octet-stream".into(),
+                    name: Some(name),
+                    data,
+                });
+                if ctx
+                    .out
+                    .send(self.reading("capture", blob, None, now))
+                    .await
+                    .is_err()
+                {
+                    return Flow::Stop;
+                }
+            }
+            if let Some(f) = flow {
+                return f;
+            }
+        }
     }
 }
