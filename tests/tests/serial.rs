@@ -285,3 +285,55 @@ fn raw_capture_keeps_every_byte_in_blobs_of_bounded_size() {
     assert_eq!(s["counters"]["bytes"], json!(300));
     assert_eq!(a.stop(), Some(0));
 }
+
+#[test]
+fn probe_serial_shows_what_arrives_and_what_it_looks_like() {
+    let root = tempfile::tempdir().expect("tmp");
+    let (port, dev) = (root.path().join("ttyP"), root.path().join("ttyPd"));
+    let _pty = pty_pair(&port, &dev);
+    // The probe listens for 2 s; write while it does.
+    let writer = {
+        let dev = dev.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            send(
+                &dev,
+                &sentence("GPGGA,123519.00,2437.6320,S,07024.2880,W,1,09,0.9,2635.0,M,,M,,"),
+            );
+            send(&dev, "$GPGGA,1*00\r\n");
+            send(&dev, "\u{1}noise\r\n");
+        })
+    };
+    let out = std::process::Command::new(skygate_e2e::skygate_bin())
+        .args([
+            "probe",
+            "serial",
+            "--port",
+            port.to_str().expect("utf8"),
+            "--seconds",
+            "2",
+        ])
+        .output()
+        .expect("probe");
+    writer.join().expect("writer");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("GPGGA,123519.00"), "{text}");
+    assert!(text.contains("\\x01noise"), "control bytes escaped: {text}");
+    assert!(text.contains("3 lines (3 ending CRLF)"), "{text}");
+    assert!(
+        text.contains("1 sentences with a good checksum, 1 with a bad one"),
+        "{text}"
+    );
+    // Nothing at all: exit 1 with a hint.
+    let silent = skygate(&[
+        "probe",
+        "serial",
+        "--port",
+        port.to_str().expect("utf8"),
+        "--seconds",
+        "0.5",
+    ]);
+    assert_eq!(silent.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&silent.stdout).contains("nothing arrived"));
+}

@@ -199,6 +199,22 @@ pub enum SinkAction {
 
 #[derive(Debug, Subcommand)]
 pub enum ProbeCommand {
+    /// Print what arrives on a serial port for a while (control bytes escaped), then what
+    /// it looks like: lines, line endings, NMEA checksums, bytes that suggest a wrong
+    /// baud rate. Exit 1 when nothing arrived.
+    Serial {
+        /// The serial device, e.g. /dev/ttyUSB0.
+        #[arg(long)]
+        port: String,
+        #[arg(long, default_value_t = 9600)]
+        baud: u32,
+        /// none, even or odd.
+        #[arg(long, default_value = "none")]
+        parity: String,
+        /// How long to listen.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// Read registers or bits of one Modbus unit and print them (u16, i16, hex, chars).
     /// Exit 1 with the reason when the device answers an exception or not at all.
     Modbus {

@@ -46,16 +46,44 @@ pub(crate) fn parse_read(s: &str) -> Result<(Table, u16, u16), String> {
     Ok((table, start, count as u16))
 }
 
+fn parse_parity(p: &str) -> Result<Parity, CliError> {
+    match p {
+        "none" => Ok(Parity::None),
+        "odd" => Ok(Parity::Odd),
+        "even" => Ok(Parity::Even),
+        other => Err(CliError::Usage(format!(
+            "--parity {other:?}: none, even or odd"
+        ))),
+    }
+}
+
 pub fn run(cmd: ProbeCommand) -> Result<i32, CliError> {
-    let ProbeCommand::Modbus {
-        host,
-        port,
-        baud,
-        parity,
-        unit,
-        read,
-        timeout,
-    } = cmd;
+    let (host, port, baud, parity, unit, read, timeout) = match cmd {
+        ProbeCommand::Serial {
+            port,
+            baud,
+            parity,
+            seconds,
+        } => {
+            let line = SerialSettings {
+                path: port,
+                baud,
+                parity: parse_parity(&parity)?,
+                data_bits: 8,
+                stop_bits: 1,
+            };
+            return serial(&line, Duration::from_secs_f64(seconds.clamp(0.1, 3600.0)));
+        }
+        ProbeCommand::Modbus {
+            host,
+            port,
+            baud,
+            parity,
+            unit,
+            read,
+            timeout,
+        } => (host, port, baud, parity, unit, read, timeout),
+    };
     let (table, address, count) = parse_read(&read).map_err(CliError::Usage)?;
     let transport = match (host, port) {
         (Some(h), None) => {
@@ -75,16 +103,7 @@ pub fn run(cmd: ProbeCommand) -> Result<i32, CliError> {
         (None, Some(path)) => Transport::Rtu(SerialSettings {
             path,
             baud,
-            parity: match parity.as_str() {
-                "none" => Parity::None,
-                "odd" => Parity::Odd,
-                "even" => Parity::Even,
-                other => {
-                    return Err(CliError::Usage(format!(
-                        "--parity {other:?}: none, even or odd"
-                    )));
-                }
-            },
+            parity: parse_parity(&parity)?,
             data_bits: 8,
             stop_bits: 1,
         }),
@@ -149,6 +168,118 @@ pub fn run(cmd: ProbeCommand) -> Result<i32, CliError> {
     }
 }
 
+/// What arrived on a serial line, summed up for a technician.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct LineReport {
+    pub bytes: usize,
+    pub lines: usize,
+    pub crlf: usize,
+    pub longest: usize,
+    pub nmea_ok: usize,
+    pub nmea_bad_checksum: usize,
+    /// Bytes outside printable ASCII, tab, CR and LF: many of them mean a wrong baud rate
+    /// or parity (or a binary protocol).
+    pub odd_bytes: usize,
+}
+
+pub(crate) fn report(data: &[u8]) -> LineReport {
+    let mut r = LineReport {
+        bytes: data.len(),
+        odd_bytes: data
+            .iter()
+            .filter(|b| !(b.is_ascii_graphic() || matches!(b, b' ' | b'\t' | b'\r' | b'\n')))
+            .count(),
+        ..LineReport::default()
+    };
+    for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        r.lines += 1;
+        r.crlf += usize::from(line.ends_with(b"\r"));
+        r.longest = r.longest.max(line.len());
+        let text = String::from_utf8_lossy(line);
+        if text.starts_with('$') || text.starts_with('!') {
+            match skygate_drivers::serial::nmea::parse(&text) {
+                Err(skygate_drivers::serial::nmea::NmeaError::BadChecksum { .. }) => {
+                    r.nmea_bad_checksum += 1
+                }
+                Err(skygate_drivers::serial::nmea::NmeaError::NoChecksum) => {}
+                _ => r.nmea_ok += 1,
+            }
+        }
+    }
+    r
+}
+
+/// Control and non-ASCII bytes as `\xNN`, so a terminal shows exactly what came.
+fn escaped(data: &[u8]) -> String {
+    data.iter()
+        .map(|b| match b {
+            b'\n' => "\\n\n".to_string(),
+            b'\r' => "\\r".to_string(),
+            b if b.is_ascii_graphic() || *b == b' ' => char::from(*b).to_string(),
+            b => format!("\\x{b:02x}"),
+        })
+        .collect()
+}
+
+fn serial(line: &SerialSettings, listen: Duration) -> Result<i32, CliError> {
+    use tokio::io::AsyncReadExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut out = std::io::stdout().lock();
+    let data = rt.block_on(async {
+        let mut port = line.open()?;
+        let mut data = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + listen;
+        // Bounded: a babbling device at 4 Mbaud for an hour still fits.
+        while data.len() < 64 * 1024 * 1024 {
+            match tokio::time::timeout_at(deadline, port.read(&mut chunk)).await {
+                Err(_) | Ok(Ok(0)) => break,
+                Ok(Ok(n)) => data.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+        Ok::<_, std::io::Error>(data)
+    })?;
+    write!(out, "{}", escaped(&data))?;
+    let r = report(&data);
+    writeln!(
+        out,
+        "\n--- {} at {} baud, {:.1} s",
+        line.path,
+        line.baud,
+        listen.as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "{} bytes, {} lines ({} ending CRLF), longest {} bytes",
+        r.bytes, r.lines, r.crlf, r.longest
+    )?;
+    if r.nmea_ok + r.nmea_bad_checksum > 0 {
+        writeln!(
+            out,
+            "NMEA: {} sentences with a good checksum, {} with a bad one",
+            r.nmea_ok, r.nmea_bad_checksum
+        )?;
+    }
+    if r.bytes > 0 && r.odd_bytes * 10 > r.bytes {
+        writeln!(
+            out,
+            "{} of {} bytes are not text: a wrong baud rate or parity, or a binary protocol",
+            r.odd_bytes, r.bytes
+        )?;
+    }
+    if r.bytes == 0 {
+        writeln!(
+            out,
+            "nothing arrived: check wiring, power and the baud rate"
+        )?;
+        return Ok(1);
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +296,18 @@ mod tests {
         assert!(parse_read("holding:0..200").is_err());
         assert!(parse_read("registers:0..2").is_err());
         assert!(parse_read("holding").is_err());
+    }
+
+    #[test]
+    fn a_line_report_counts_lines_endings_checksums_and_noise() {
+        let data = b"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n\
+                     $GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*48\r\n\
+                     21.4,655\n\xff\xfe";
+        let r = report(data);
+        assert_eq!(
+            (r.lines, r.crlf, r.nmea_ok, r.nmea_bad_checksum, r.odd_bytes),
+            (4, 2, 1, 1, 2)
+        );
+        assert_eq!(escaped(b"a\r\n\x01"), "a\\r\\n\n\\x01");
     }
 }
