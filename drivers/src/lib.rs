@@ -7,7 +7,7 @@
 //!
 //! This crate knows nothing of the agent: streams, priorities, the buffer and the sinks are
 //! the agent's business. Each driver kind lives in its own module (`sim/`, `modbus/`,
-//! `serial/` (parsers so far), and in later work `mqtt/`, `camera/`, `files/`, `http/`),
+//! `serial/`, `http/`, and in later work `mqtt/`, `camera/`, `files/`),
 //! with a `config.rs` holding its raw, `deny_unknown_fields` configuration and a pure
 //! validation step returning a [`FieldError`]. A driver reports its instrument's state
 //! through [`DriverHealth`].
@@ -18,10 +18,12 @@ pub mod clock;
 pub mod config;
 pub mod driver;
 pub mod health;
+pub mod http;
 pub mod modbus;
 pub mod reading;
 pub mod serial;
 pub mod sim;
+pub mod tls;
 
 pub use clock::{Clock, SystemClock};
 pub use config::FieldError;

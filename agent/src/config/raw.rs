@@ -127,6 +127,7 @@ pub enum DriverKindRaw {
     Sim(Box<skygate_drivers::sim::SimConfig>),
     Modbus(Box<skygate_drivers::modbus::ModbusConfig>),
     Serial(Box<skygate_drivers::serial::SerialConfig>),
+    Http(Box<skygate_drivers::http::HttpConfig>),
 }
 
 #[derive(Debug, Clone)]
@@ -333,6 +334,12 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
                 rest,
                 skygate_drivers::serial::SerialConfigRaw::validate,
             )?)),
+            "http" => DriverKindRaw::Http(Box::new(driver_config(
+                file,
+                &name,
+                rest,
+                skygate_drivers::http::HttpConfigRaw::validate,
+            )?)),
             _ => return Err(unknown_kind(file, &kind, "driver", &name, DRIVER_KINDS)),
         };
         parsed.drivers.push((name, DriverRaw { common, kind }));
@@ -352,7 +359,7 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
 }
 
 /// Driver kinds this build knows.
-pub const DRIVER_KINDS: &[&str] = &["sim", "modbus", "serial"];
+pub const DRIVER_KINDS: &[&str] = &["sim", "modbus", "serial", "http"];
 /// Sink kinds this build knows.
 pub const SINK_KINDS: &[&str] = &["bucket"];
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use skygate_drivers::http::HttpConfig;
 use skygate_drivers::modbus::ModbusConfig;
 use skygate_drivers::serial::SerialConfig;
 use skygate_drivers::sim::SimConfig;
@@ -125,6 +126,7 @@ pub enum DriverKind {
     Sim(SimConfig),
     Modbus(ModbusConfig),
     Serial(SerialConfig),
+    Http(HttpConfig),
 }
 
 impl DriverKind {
@@ -134,6 +136,7 @@ impl DriverKind {
             Self::Sim(_) => "sim",
             Self::Modbus(_) => "modbus",
             Self::Serial(_) => "serial",
+            Self::Http(_) => "http",
         }
     }
 }
@@ -293,6 +296,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
             DriverKindRaw::Sim(cfg) => DriverKind::Sim((**cfg).clone()),
             DriverKindRaw::Modbus(cfg) => DriverKind::Modbus((**cfg).clone()),
             DriverKindRaw::Serial(cfg) => DriverKind::Serial((**cfg).clone()),
+            DriverKindRaw::Http(cfg) => DriverKind::Http((**cfg).clone()),
         };
         drivers.insert(
             name.clone(),

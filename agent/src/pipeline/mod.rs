@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skygate_bsp::{Board, GenericLinux};
+use skygate_drivers::http::HttpDriver;
 use skygate_drivers::modbus::ModbusDriver;
 use skygate_drivers::serial::SerialDriver;
 use skygate_drivers::sim::SimDriver;
@@ -353,6 +354,7 @@ impl DriverFactory {
             DriverKind::Sim(cfg) => Box::new(SimDriver::new(&d.name, cfg)),
             DriverKind::Modbus(cfg) => Box::new(ModbusDriver::new(&d.name, cfg)),
             DriverKind::Serial(cfg) => Box::new(SerialDriver::new(&d.name, cfg)),
+            DriverKind::Http(cfg) => Box::new(HttpDriver::new(&d.name, cfg)),
         }
     }
 

@@ -5,4 +5,6 @@ pub mod backoff;
 pub mod fs;
 pub mod histogram;
 pub mod secret;
-pub mod tls;
+
+/// TLS configurations live with the drivers (feeds and brokers need them too).
+pub use skygate_drivers::tls;

@@ -54,14 +54,22 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(cfg))
 }
 
-/// A client configuration trusting the CAs in `ca` (or the system bundle).
+/// A client configuration trusting only the CAs in `ca` (or, without one, the system
+/// bundle): for talking to one known peer.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let path = ca.unwrap_or(Path::new(SYSTEM_CA_BUNDLE));
+    client_config_roots(&[ca.unwrap_or(Path::new(SYSTEM_CA_BUNDLE))])
+}
+
+/// A client configuration trusting every CA in the given PEM bundles (for a public feed:
+/// the system bundle plus a site CA).
+pub fn client_config_roots(bundles: &[&Path]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in certs(path)? {
-        roots
-            .add(c)
-            .map_err(|e| file_err(path, format!("unusable CA certificate: {e}")))?;
+    for path in bundles {
+        for c in certs(path)? {
+            roots
+                .add(c)
+                .map_err(|e| file_err(path, format!("unusable CA certificate: {e}")))?;
+        }
     }
     let cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
