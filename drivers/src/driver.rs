@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -60,4 +61,11 @@ pub trait Driver: Send + std::fmt::Debug + 'static {
     /// The driver instance's name (its key in the config); readings carry it as `source`.
     fn name(&self) -> &str;
     fn run(self: Box<Self>, ctx: DriverContext) -> BoxFuture<Result<(), DriverError>>;
+}
+
+/// `base * 2^(failures - 1)`, at most `max`: how long a driver waits before trying an
+/// instrument, port or feed again after `failures` failures in a row.
+pub fn doubling_backoff(base: Duration, failures: u32, max: Duration) -> Duration {
+    base.saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(max)
 }

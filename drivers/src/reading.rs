@@ -178,3 +178,24 @@ pub struct Reading {
     pub unit: Option<Arc<str>>,
     pub quality: Quality,
 }
+
+impl Reading {
+    /// A reading the instrument vouches for, taken at `now` (from [`crate::Clock::now`]).
+    pub fn good(
+        source: Arc<str>,
+        channel: Arc<str>,
+        (ts, time_quality): (Timestamp, TimeQuality),
+        value: Value,
+        unit: Option<Arc<str>>,
+    ) -> Self {
+        Self {
+            source,
+            channel,
+            ts,
+            time_quality,
+            value,
+            unit,
+            quality: Quality::Good,
+        }
+    }
+}

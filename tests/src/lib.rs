@@ -47,6 +47,24 @@ impl Agent {
         Self::spawn(Some(config), data_dir)
     }
 
+    /// [`Agent::start`], then waits until its control socket is there (the API answers).
+    pub fn start_serving(config: &Path, data_dir: &Path) -> Agent {
+        Self::spawn(Some(config), data_dir).serving(data_dir)
+    }
+
+    /// [`Agent::start_default`], then waits for its control socket.
+    pub fn start_default_serving(data_dir: &Path) -> Agent {
+        Self::spawn(None, data_dir).serving(data_dir)
+    }
+
+    fn serving(self, data_dir: &Path) -> Agent {
+        let sock = data_dir.join("skygate.sock");
+        wait_until(Duration::from_secs(20), "the control socket", || {
+            sock.exists()
+        });
+        self
+    }
+
     /// `skygate run --data-dir DATA`: the embedded default, no config file.
     pub fn start_default(data_dir: &Path) -> Agent {
         Self::spawn(None, data_dir)

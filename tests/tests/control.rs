@@ -109,10 +109,7 @@ fn pausing_a_sink_stops_its_delivery_and_resuming_starts_it_again() {
 #[test]
 fn metrics_parse_as_prometheus_text_and_move_with_traffic_and_status_answers() {
     let (_root, data, cfg) = sim_rig("gw-metrics", 2, 100);
-    let a = Agent::start(&cfg, &data);
-    wait_until(Duration::from_secs(20), "the control socket", || {
-        data.join("skygate.sock").exists()
-    });
+    let a = Agent::start_serving(&cfg, &data);
     wait_until(Duration::from_secs(20), "a delivery", || {
         sinks_json(&data)[0]["delivered_records"]
             .as_u64()
@@ -178,10 +175,7 @@ fn another_user_cannot_use_the_control_socket() {
     // Let anyone traverse to the socket, so only the socket's own mode is tested.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let a = Agent::start(&cfg, &data);
-    wait_until(Duration::from_secs(20), "the control socket", || {
-        data.join("skygate.sock").exists()
-    });
+    let a = Agent::start_serving(&cfg, &data);
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let mode = std::fs::metadata(data.join("skygate.sock"))
         .expect("socket")
@@ -215,10 +209,7 @@ fn another_user_cannot_use_the_control_socket() {
 #[test]
 fn operator_actions_and_agent_events_are_audited_and_an_edited_row_fails_verify() {
     let (_root, data, cfg) = sim_rig("gw-audit", 1, 20);
-    let a = Agent::start(&cfg, &data);
-    wait_until(Duration::from_secs(20), "the control socket", || {
-        data.join("skygate.sock").exists()
-    });
+    let a = Agent::start_serving(&cfg, &data);
     let d = data.to_str().expect("utf8");
     assert!(
         skygate(&["sinks", "pause", "archive", "--data-dir", d])
@@ -316,10 +307,7 @@ fn every_query_of_the_shipped_grafana_dashboard_names_a_metric_the_agent_exports
     wanted.extend(metric_names(&templ));
 
     let (_root, data, cfg) = sim_rig("gw-grafana", 1, 20);
-    let a = Agent::start(&cfg, &data);
-    wait_until(Duration::from_secs(20), "the control socket", || {
-        data.join("skygate.sock").exists()
-    });
+    let a = Agent::start_serving(&cfg, &data);
     let exported: std::collections::BTreeSet<String> = scrape(&data)
         .samples
         .into_iter()

@@ -308,16 +308,12 @@ fn modbus_rtu_polls_two_units_in_turn_times_out_a_silent_one_and_reopens_a_vanis
 fn probe_reads_registers_and_bits_and_says_why_when_the_device_refuses() {
     let (_peer, port) = tcp_device();
     let host = format!("127.0.0.1:{port}");
-    let out = skygate(&[
-        "probe",
-        "modbus",
-        "--host",
-        &host,
-        "--unit",
-        "2",
-        "--read",
-        "holding:0..2",
-    ]);
+    let probe = |host: &str, unit: &str, read: &str| {
+        skygate(&[
+            "probe", "modbus", "--host", host, "--unit", unit, "--read", read,
+        ])
+    };
+    let out = probe(&host, "2", "holding:0..2");
     assert!(
         out.status.success(),
         "{}",
@@ -340,49 +336,26 @@ fn probe_reads_registers_and_bits_and_says_why_when_the_device_refuses() {
         ["holding", "1", "65494", "-42", "0xffd6"],
         "{text}"
     );
-    let out = skygate(&[
-        "probe",
-        "modbus",
-        "--host",
-        &host,
-        "--unit",
-        "1",
-        "--read",
-        "holding:18..20",
-    ]);
+    let out = probe(&host, "1", "holding:18..20");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("WS") && text.contains("-7"),
         "the string register's chars: {text}"
     );
-    let out = skygate(&["probe", "modbus", "--host", &host, "--read", "coil:0..4"]);
+    let out = probe(&host, "1", "coil:0..4");
     let bits: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
         .collect();
     assert_eq!(bits, ["1", "0", "1", "1"]);
-    let out = skygate(&[
-        "probe",
-        "modbus",
-        "--host",
-        &host,
-        "--read",
-        "holding:100..102",
-    ]);
+    let out = probe(&host, "1", "holding:100..102");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("exception 2"));
     let out = skygate(&["probe", "modbus", "--read", "holding:0..2"]);
     assert_eq!(out.status.code(), Some(2), "neither --host nor --port");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--host"));
     // Nobody listening: a clear error, not a hang.
-    let out = skygate(&[
-        "probe",
-        "modbus",
-        "--host",
-        &format!("127.0.0.1:{}", free_port()),
-        "--read",
-        "input:0",
-    ]);
+    let out = probe(&format!("127.0.0.1:{}", free_port()), "1", "input:0");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("cannot open the line"));
 }

@@ -164,10 +164,7 @@ fn reload_applies_a_changed_config_rejects_an_invalid_one_and_sighup_reloads_too
     let bucket = root.path().join("bucket");
     let conf_d = root.path().join("conf.d");
     std::fs::create_dir_all(&conf_d).expect("conf.d");
-    let a = Agent::start(&cfg, &data);
-    wait_until(Duration::from_secs(20), "the control socket", || {
-        data.join("skygate.sock").exists()
-    });
+    let a = Agent::start_serving(&cfg, &data);
     assert!(driver(&json(&["drivers"], &data), "extra").is_none());
 
     // A new driver in a drop-in: started by reload, routed, delivered.
@@ -266,10 +263,7 @@ fn has_keys(v: &serde_json::Value, keys: &[&str], what: &str) {
 fn every_command_answers_against_the_embedded_default_with_its_json_shape() {
     let root = tempfile::tempdir().expect("tmp");
     let data = root.path().join("data");
-    let a = Agent::start_default(&data);
-    wait_until(Duration::from_secs(20), "the control socket", || {
-        data.join("skygate.sock").exists()
-    });
+    let a = Agent::start_default_serving(&data);
     // Rates need two samples a second apart.
     wait_until(Duration::from_secs(20), "rates", || {
         json(&["status"], &data)["ingest_rate_per_s"].is_number()

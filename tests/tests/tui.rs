@@ -52,10 +52,7 @@ impl Drop for Tmux {
 #[test]
 fn the_tui_shows_links_and_instruments_and_a_confirmed_pause_reaches_the_agent() {
     let (_root, data, cfg) = sim_rig("gw-tui", 2, 20);
-    let mut a = Agent::start(&cfg, &data);
-    wait_until(Duration::from_secs(20), "the control socket", || {
-        data.join("skygate.sock").exists()
-    });
+    let mut a = Agent::start_serving(&cfg, &data);
     let tmux = Tmux(format!("skygate-test-{}", std::process::id()));
     let cmd = format!(
         "{} tui --data-dir {}",

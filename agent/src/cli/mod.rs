@@ -330,6 +330,8 @@ pub enum CliError {
     NoToken,
     #[error(transparent)]
     Secret(#[from] crate::util::secret::SecretError),
+    #[error(transparent)]
+    Tls(#[from] crate::util::tls::TlsError),
 }
 
 /// Where the running agent's control API is: `--url`, else its socket (the config's
@@ -341,7 +343,7 @@ pub(crate) fn endpoint(a: &ApiArgs) -> Result<Endpoint, CliError> {
         return Ok(Endpoint::Tls {
             host,
             port,
-            ca: a.ca_cert.clone(),
+            tls: crate::util::tls::client_config(a.ca_cert.as_deref())?,
             token: Secret::from_token_file(token_file)?,
         });
     }

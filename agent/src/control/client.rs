@@ -2,6 +2,7 @@
 //! socket (the default), or over TCP with TLS and a bearer token.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
@@ -25,11 +26,12 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     Unix(PathBuf),
-    /// `https://HOST:PORT`, trusting `ca` (or the system bundle), sending `token`.
+    /// `https://HOST:PORT` with `tls` (built once: the TUI asks every second), sending
+    /// `token`.
     Tls {
         host: String,
         port: u16,
-        ca: Option<PathBuf>,
+        tls: Arc<rustls::ClientConfig>,
         token: Secret,
     },
 }
@@ -103,15 +105,15 @@ impl Endpoint {
                     .map_err(connect_err)?;
                 handshake(stream).await?
             }
-            Self::Tls { host, port, ca, .. } => {
-                let tls = crate::util::tls::client_config(ca.as_deref())
-                    .map_err(|e| connect_err(std::io::Error::other(e)))?;
+            Self::Tls {
+                host, port, tls, ..
+            } => {
                 let name = rustls::pki_types::ServerName::try_from(host.clone())
                     .map_err(|e| connect_err(std::io::Error::other(e)))?;
                 let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
                     .await
                     .map_err(connect_err)?;
-                let stream = tokio_rustls::TlsConnector::from(tls)
+                let stream = tokio_rustls::TlsConnector::from(tls.clone())
                     .connect(name, tcp)
                     .await
                     .map_err(connect_err)?;

@@ -49,14 +49,14 @@ impl Heartbeat {
     ) -> Vec<Reading> {
         let (ts, tq) = clock.now();
         let source: Arc<str> = Arc::from(HEALTH_SOURCE);
-        let r = |channel: &str, value: Value, unit: Option<&str>| Reading {
-            source: source.clone(),
-            channel: Arc::from(channel),
-            ts,
-            time_quality: tq,
-            value,
-            unit: unit.map(Arc::from),
-            quality: Quality::Good,
+        let r = |channel: &str, value: Value, unit: Option<&str>| {
+            Reading::good(
+                source.clone(),
+                Arc::from(channel),
+                (ts, tq),
+                value,
+                unit.map(Arc::from),
+            )
         };
         let m = self.buffer.metrics();
         let mut out = vec![

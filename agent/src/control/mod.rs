@@ -1,11 +1,13 @@
-//! The control API: HTTP/JSON on a Unix socket, for the CLI, the TUI and scrapers.
+//! The control API: HTTP/JSON on a Unix socket (and, when `control.listen` is set, on
+//! TCP with TLS and a bearer token), for the CLI, the TUI and scrapers.
 //!
 //! Owns nothing but the socket: every answer is read from the components' own handles
 //! (buffer metrics and status, sink status and control channels, ingest counters) at
 //! request time, so a slow or crashed client cannot disturb data collection.
 //!
-//! Invariants: the socket is created mode 0660 (owner and service group only) at
-//! `<data-dir>/skygate.sock`; error replies are short JSON (`{"error": "..."}`) with no
+//! Invariants: the socket is created with `control.socket_mode` (default 0660, never
+//! writable by others) at `control.socket` (default `<data-dir>/skygate.sock`); nothing
+//! is served on TCP without TLS and the token; error replies are short JSON (`{"error": "..."}`) with no
 //! internals, details go to the log; `/healthz` answers while the process runs,
 //! `/readyz` only while ingest runs and the buffer writer commits.
 //!
@@ -32,13 +34,7 @@ mod server;
 mod tcp;
 pub mod views;
 
-use std::path::{Path, PathBuf};
-
 pub use server::{ControlError, ControlState, Peer, serve};
 
 /// File name of the socket in the data directory.
 pub const SOCKET_NAME: &str = "skygate.sock";
-
-pub fn socket_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(SOCKET_NAME)
-}

@@ -65,18 +65,23 @@ impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for Peer {
 
 impl Peer {
     /// `uid:1000(obs)`, the name from /etc/passwd where there is one; `token` on TCP.
-    pub fn actor(self) -> String {
+    /// The file is read off the async runtime.
+    pub async fn actor(self) -> String {
         let uid = match self {
             Peer::Unix(Some(uid)) => uid,
             Peer::Unix(None) => return "unknown".into(),
             Peer::Tcp(_) => return "token".into(),
         };
-        let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
-            p.lines().find_map(|l| {
+        let name = tokio::task::spawn_blocking(move || {
+            let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+            passwd.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(':').collect();
                 (f.get(2) == Some(&uid.to_string().as_str())).then(|| f[0].to_string())
             })
-        });
+        })
+        .await
+        .ok()
+        .flatten();
         match name {
             Some(n) => format!("uid:{uid}({n})"),
             None => format!("uid:{uid}"),
@@ -407,7 +412,7 @@ async fn sink_action(
     ConnectInfo(peer): ConnectInfo<Peer>,
     UrlPath((name, action)): UrlPath<(String, String)>,
 ) -> Response {
-    let actor = peer.actor();
+    let actor = peer.actor().await;
     let event = |result: &str| AuditEvent {
         actor: actor.clone(),
         origin: peer.origin(),
@@ -478,7 +483,7 @@ async fn buffer_stats(State(s): State<ControlState>) -> Response {
 async fn reload(State(s): State<ControlState>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let req = ReloadRequest {
-        actor: peer.actor(),
+        actor: peer.actor().await,
         origin: peer.origin(),
         reply: Some(reply),
     };

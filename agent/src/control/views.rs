@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use skygate_drivers::{DriverState, ErrorEvent, HealthSnapshot, TimeQuality, Timestamp};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::server::{ControlState, sink_replies};
+use super::server::ControlState;
 use crate::config::settings::glob_match;
 use crate::model::{BlobPlacement, rfc3339, write_ndjson};
 use crate::pipeline::SourceLive;
@@ -147,26 +147,25 @@ pub(super) async fn errors(State(s): State<ControlState>) -> Json<ErrorsReply> {
         }
         push_recent(&component, &mut h.recent_errors.iter());
     }
-    for r in sink_replies(&s).await {
-        let component = format!("sink/{}", r.name);
-        if r.paused {
+    // Status and control only: the backlog figures (a buffer query) are not needed here.
+    for (name, h) in &s.sinks {
+        let component = format!("sink/{name}");
+        let status = h.status.borrow().clone();
+        if h.control.borrow().paused {
             active.push(alarm(
                 "warning",
                 component.clone(),
                 "paused by an operator".into(),
             ));
-        } else if r.status.state == LinkState::BackingOff {
-            let msg = r.status.last_error.clone().unwrap_or_default();
+        } else if status.state == LinkState::BackingOff {
+            let msg = status.last_error.clone().unwrap_or_default();
             active.push(alarm(
                 "error",
                 component.clone(),
-                format!(
-                    "{msg} ({} failures in a row)",
-                    r.status.consecutive_failures
-                ),
+                format!("{msg} ({} failures in a row)", status.consecutive_failures),
             ));
         }
-        push_recent(&component, &mut r.status.recent_errors.iter());
+        push_recent(&component, &mut status.recent_errors.iter());
     }
     recent.sort_by_key(|e| std::cmp::Reverse(e.0));
     recent.truncate(RECENT_LIMIT);

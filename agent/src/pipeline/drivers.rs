@@ -11,9 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde::Serialize;
 use skygate_drivers::{
-    Clock, Driver, DriverContext, DriverHealth, DriverState, Reading, ReadingSender, Timestamp,
+    Clock, Driver, DriverContext, DriverHealth, DriverState, Reading, ReadingSender,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,14 +21,12 @@ use tokio_util::sync::CancellationToken;
 pub const DRIVER_STOP: Duration = Duration::from_secs(5);
 
 /// One driver as observers see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct DriverInfo {
     pub name: String,
     pub kind: &'static str,
     pub stream: String,
     pub priority: u8,
-    pub started: Timestamp,
-    #[serde(skip)]
     pub health: DriverHealth,
 }
 
@@ -108,7 +105,6 @@ impl DriverSet {
             kind,
             stream: stream.to_string(),
             priority,
-            started: Timestamp::now(),
             health: health.clone(),
         });
         tracing::info!(driver = %name, kind, %stream, "driver started");

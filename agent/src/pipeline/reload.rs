@@ -49,14 +49,6 @@ pub struct ReloadReport {
 }
 
 impl ReloadReport {
-    pub fn changed_nothing(&self) -> bool {
-        self.drivers_started.is_empty()
-            && self.drivers_stopped.is_empty()
-            && self.drivers_restarted.is_empty()
-            && !self.routes_changed
-            && !self.health_changed
-    }
-
     fn summary(&self) -> String {
         let list = |v: &[String]| {
             if v.is_empty() {

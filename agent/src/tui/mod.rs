@@ -4,7 +4,7 @@
 //! to it (a crash, a hung terminal, a pulled serial cable) cannot touch data collection.
 //!
 //! Two threads: the UI thread draws and reads keys; the fetcher thread reads the API once
-//! a second (the buffer scan only while the buffer screen shows) and sends actions the
+//! a second (the buffer scan and the audit rows only while their screen shows) and sends actions the
 //! operator confirmed. They talk over channels, so a slow or dead agent never freezes the
 //! keyboard; the header says when the agent cannot be reached.
 
@@ -101,7 +101,7 @@ fn fetcher(endpoint: Endpoint, from_ui: mpsc::Receiver<ToFetcher>, to_ui: mpsc::
             && buffer
                 .as_ref()
                 .is_none_or(|(t, _)| t.elapsed() >= BUFFER_REFRESH);
-        match rt.block_on(read_all(&endpoint, want_buffer)) {
+        match rt.block_on(read_all(&endpoint, screen, want_buffer)) {
             Ok(mut s) => {
                 match s.buffer.take() {
                     Some(b) => buffer = Some((Instant::now(), b)),
@@ -146,18 +146,24 @@ async fn timed<T>(
     }
 }
 
-async fn read_all(ep: &Endpoint, with_buffer: bool) -> Result<Snapshot, String> {
+/// Reads what the screens show; the buffer scan and the audit rows only for the screen
+/// that shows them.
+async fn read_all(ep: &Endpoint, screen: Screen, with_buffer: bool) -> Result<Snapshot, String> {
     async fn get<T: serde::de::DeserializeOwned>(ep: &Endpoint, path: &str) -> Result<T, String> {
         let body = timed(ep.request("GET", path)).await?;
         serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
     }
-    let (status, sinks, drivers, errors, audit) = tokio::join!(
+    let (status, sinks, drivers, errors) = tokio::join!(
         get(ep, "/v1/status"),
         get(ep, "/v1/sinks"),
         get(ep, "/v1/drivers"),
         get(ep, "/v1/errors"),
-        get(ep, "/v1/audit?limit=100"),
     );
+    let audit = if screen == Screen::Audit {
+        get(ep, "/v1/audit?limit=100").await?
+    } else {
+        Vec::new()
+    };
     let buffer = if with_buffer {
         get(ep, "/v1/buffer").await.ok()
     } else {
@@ -169,7 +175,7 @@ async fn read_all(ep: &Endpoint, with_buffer: bool) -> Result<Snapshot, String> 
         drivers: drivers?,
         errors: Some(errors?),
         buffer,
-        audit: audit?,
+        audit,
         ..Snapshot::default()
     })
 }

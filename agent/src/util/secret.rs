@@ -39,6 +39,7 @@ pub enum SecretError {
 pub const MIN_TOKEN_LEN: usize = 16;
 
 impl Secret {
+    #[cfg(test)]
     pub fn new(s: impl Into<String>) -> Self {
         Self(s.into())
     }

@@ -22,8 +22,8 @@ use hyper_util::rt::TokioIo;
 
 pub use config::{HttpConfig, HttpConfigRaw};
 
-use crate::driver::{BoxFuture, Driver, DriverContext, DriverError};
-use crate::reading::{Blob, Quality, Reading, Value};
+use crate::driver::{BoxFuture, Driver, DriverContext, DriverError, doubling_backoff};
+use crate::reading::{Blob, Reading, Value};
 
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 
@@ -216,19 +216,17 @@ impl Driver for HttpDriver {
                             .clone()
                             .or(content_type)
                             .unwrap_or_else(|| "application/octet-stream".into());
-                        let reading = Reading {
-                            source: self.name.clone(),
-                            channel: Arc::from("document"),
-                            ts,
-                            time_quality: tq,
-                            value: Value::Blob(Blob {
+                        let reading = Reading::good(
+                            self.name.clone(),
+                            Arc::from("document"),
+                            (ts, tq),
+                            Value::Blob(Blob {
                                 content_type,
                                 name: Some(name.clone()),
                                 data: body,
                             }),
-                            unit: None,
-                            quality: Quality::Good,
-                        };
+                            None,
+                        );
                         if ctx.out.send(reading).await.is_err() {
                             return Ok(());
                         }
@@ -247,18 +245,14 @@ impl Driver for HttpDriver {
                         failures += 1;
                         ctx.health.count("errors", 1);
                         ctx.health.error(e);
-                        FIRST_RETRY
-                            .saturating_mul(1 << failures.saturating_sub(1).min(16))
-                            .min(cfg.interval)
+                        doubling_backoff(FIRST_RETRY, failures, cfg.interval)
                     }
                     Err(_) => {
                         failures += 1;
                         ctx.health.count("timeouts", 1);
                         ctx.health
                             .error(format!("no complete answer within {:?}", cfg.timeout));
-                        FIRST_RETRY
-                            .saturating_mul(1 << failures.saturating_sub(1).min(16))
-                            .min(cfg.interval)
+                        doubling_backoff(FIRST_RETRY, failures, cfg.interval)
                     }
                 };
                 tokio::select! {

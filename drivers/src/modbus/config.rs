@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::decode::{DataType, Order, Point, Request, Table, plan};
-use crate::config::{FieldError, duration_opt, field_err};
+use crate::config::{FieldError, duration_opt, field_err, refuse};
 use crate::serial::port::{LineRaw, Parity, SerialSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -127,11 +127,11 @@ const SPEC_MAX_BITS: u16 = 2000;
 
 impl ModbusConfigRaw {
     pub fn validate(self) -> Result<ModbusConfig, FieldError> {
-        if self.transport != TransportKind::Simulator && self.simulator.is_some() {
-            return Err(field_err(
-                "simulator",
+        if self.transport != TransportKind::Simulator {
+            refuse(
+                &[("simulator", self.simulator.is_some())],
                 "applies to transport = \"simulator\" only",
-            ));
+            )?;
         }
         let transport = match self.transport {
             TransportKind::Simulator => {
@@ -273,14 +273,6 @@ impl ModbusConfigRaw {
                 .max(timeout),
             devices,
         })
-    }
-}
-
-/// The first field that is set though it does not apply, as an error.
-fn refuse(fields: &[(&str, bool)], why: &str) -> Result<(), FieldError> {
-    match fields.iter().find(|(_, set)| *set) {
-        Some((f, _)) => Err(field_err(f, why)),
-        None => Ok(()),
     }
 }
 

@@ -27,7 +27,7 @@ use tokio_modbus::slave::{Slave, SlaveContext};
 
 pub use config::{ModbusConfig, ModbusConfigRaw, Transport};
 
-use crate::driver::{BoxFuture, Driver, DriverContext, DriverError};
+use crate::driver::{BoxFuture, Driver, DriverContext, DriverError, doubling_backoff};
 use crate::reading::{Quality, Reading, Value};
 use decode::{Request, Table};
 
@@ -199,23 +199,19 @@ impl Driver for ModbusDriver {
                 };
             }
             let cfg = &config;
-            let channels: Vec<Vec<Arc<str>>> = cfg
+            // Channel name (`<device>.<point>`) and unit of every point, made once.
+            let names: Vec<Vec<PointName>> = cfg
                 .devices
                 .iter()
                 .map(|d| {
                     d.points
                         .iter()
-                        .map(|p| Arc::from(format!("{}.{}", d.name, p.channel)))
-                        .collect()
-                })
-                .collect();
-            let units: Vec<Vec<Option<Arc<str>>>> = cfg
-                .devices
-                .iter()
-                .map(|d| {
-                    d.points
-                        .iter()
-                        .map(|p| p.unit.as_deref().map(Arc::from))
+                        .map(|p| {
+                            (
+                                Arc::from(format!("{}.{}", d.name, p.channel)),
+                                p.unit.as_deref().map(Arc::from),
+                            )
+                        })
                         .collect()
                 })
                 .collect();
@@ -243,93 +239,33 @@ impl Driver for ModbusDriver {
                     _ = ctx.cancel.cancelled() => return Ok(()),
                     _ = tokio::time::sleep_until(due) => {}
                 }
-                if line.is_none() {
-                    match open(&cfg.transport, cfg.timeout).await {
+                let conn = match &mut line {
+                    Some(c) => c,
+                    None => match open(&cfg.transport, cfg.timeout).await {
                         Ok(c) => {
-                            line = Some(c);
                             line_failures = 0;
                             tracing::info!(driver = %self.name, "modbus line open");
+                            line.insert(c)
                         }
                         Err(e) => {
                             line_failures += 1;
                             ctx.health.error(format!("cannot open the line: {e}"));
                             ctx.health.count("open_failures", 1);
-                            let wait = backoff(cfg.timeout, line_failures, cfg.backoff_max);
+                            let wait =
+                                doubling_backoff(cfg.timeout, line_failures, cfg.backoff_max);
                             for s in &mut sched {
                                 s.next = s.next.max(Instant::now() + wait);
                             }
                             continue;
                         }
-                    }
-                }
-                let Some(conn) = line.as_mut() else { continue };
+                    },
+                };
                 let dev = &cfg.devices[i];
-                conn.set_slave(Slave(dev.unit));
-                let (ts, tq) = ctx.clock.now();
-                let mut values: Vec<Option<Result<Value, String>>> = vec![None; dev.points.len()];
-                let mut answered = false;
-                let mut drop_line = false;
-                for r in &dev.requests {
-                    let mut attempt = 0;
-                    let res = loop {
-                        match read_once(conn, r, cfg.timeout).await {
-                            Err(ReadError::Timeout) if attempt < cfg.retries => {
-                                // Every attempt that timed out is counted, retried or not.
-                                ctx.health.count("timeouts", 1);
-                                attempt += 1;
-                            }
-                            other => break other,
-                        }
-                    };
-                    match res {
-                        Ok(words) => {
-                            answered = true;
-                            timeouts_in_a_row = 0;
-                            for &pi in &r.points {
-                                let p = &dev.points[pi];
-                                let off = usize::from(p.address - r.address);
-                                let v = match &words {
-                                    Words::Bits(b) => b
-                                        .get(off)
-                                        .map(|x| Value::Bool(*x))
-                                        .ok_or_else(|| "short answer".to_string()),
-                                    Words::Registers(w) => w
-                                        .get(off..off + usize::from(p.count()))
-                                        .ok_or_else(|| "short answer".to_string())
-                                        .and_then(|s| p.decode_words(s).map_err(|e| e.to_string())),
-                                };
-                                if let Err(e) = &v {
-                                    ctx.health.count("decode_errors", 1);
-                                    ctx.health.error(format!("{}: {e}", channels[i][pi]));
-                                }
-                                values[pi] = Some(v);
-                            }
-                        }
-                        Err(e) => {
-                            if matches!(e, ReadError::Exception(_)) {
-                                // The device answered, just not with data.
-                                answered = true;
-                            }
-                            if matches!(e, ReadError::Timeout) {
-                                timeouts_in_a_row += 1;
-                            }
-                            let reason = e.reason();
-                            ctx.health.count(e.counter(), 1);
-                            ctx.health.error(format!(
-                                "{} unit {} {:?} {}+{}: {reason}",
-                                dev.name, dev.unit, r.table, r.address, r.count
-                            ));
-                            for &pi in &r.points {
-                                values[pi] = Some(Err(reason.clone()));
-                            }
-                            if matches!(e, ReadError::Io(_)) {
-                                drop_line = true;
-                                break;
-                            }
-                        }
-                    }
-                }
-                for (pi, v) in values.into_iter().enumerate() {
+                let now = ctx.clock.now();
+                let poll = poll_device(conn, dev, cfg, &names[i], &ctx).await;
+                timeouts_in_a_row =
+                    poll.timeouts_since_data + if poll.got_data { 0 } else { timeouts_in_a_row };
+                for (pi, v) in poll.values.into_iter().enumerate() {
                     let (value, quality) = match v {
                         Some(Ok(v)) => (v, Quality::Good),
                         Some(Err(reason)) => (Value::Number(f64::NAN), Quality::Bad(reason)),
@@ -338,23 +274,25 @@ impl Driver for ModbusDriver {
                             Quality::Bad("not read: the line failed".into()),
                         ),
                     };
+                    let (channel, unit) = &names[i][pi];
                     let reading = Reading {
-                        source: self.name.clone(),
-                        channel: channels[i][pi].clone(),
-                        ts,
-                        time_quality: tq,
-                        value,
-                        unit: units[i][pi].clone(),
                         quality,
+                        ..Reading::good(
+                            self.name.clone(),
+                            channel.clone(),
+                            now,
+                            value,
+                            unit.clone(),
+                        )
                     };
                     if ctx.out.send(reading).await.is_err() {
                         return Ok(());
                     }
                 }
                 let s = &mut sched[i];
-                if answered {
+                if poll.answered {
                     s.failures = 0;
-                    if !drop_line {
+                    if !poll.line_failed {
                         ctx.health.ok();
                     }
                     // Keep the cadence; skip polls missed while the line was busy.
@@ -364,9 +302,10 @@ impl Driver for ModbusDriver {
                     }
                 } else {
                     s.failures += 1;
-                    s.next = Instant::now() + backoff(dev.poll, s.failures, cfg.backoff_max);
+                    s.next =
+                        Instant::now() + doubling_backoff(dev.poll, s.failures, cfg.backoff_max);
                 }
-                if drop_line
+                if poll.line_failed
                     || timeouts_in_a_row >= REOPEN_AFTER_TIMEOUTS * cfg.devices.len() as u32
                 {
                     tracing::warn!(driver = %self.name, "modbus line dropped; reopening it");
@@ -378,8 +317,96 @@ impl Driver for ModbusDriver {
     }
 }
 
-/// `base * 2^(failures-1)`, at most `max`.
-fn backoff(base: Duration, failures: u32, max: Duration) -> Duration {
-    base.saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(max)
+/// A point's channel name (`<device>.<point>`) and unit.
+type PointName = (Arc<str>, Option<Arc<str>>);
+
+/// What one poll of one device gave.
+#[derive(Debug)]
+struct Poll {
+    /// Per point: its value, why not, or `None` when the line failed before its read.
+    values: Vec<Option<Result<Value, String>>>,
+    /// The device said something (data or an exception).
+    answered: bool,
+    /// Some read returned data.
+    got_data: bool,
+    /// Reads that timed out (after their retries) since the last one that returned data.
+    timeouts_since_data: u32,
+    /// The line itself failed: reopen it.
+    line_failed: bool,
+}
+
+/// Reads a device's requests in turn, retrying timeouts, and decodes its points.
+async fn poll_device(
+    conn: &mut Context,
+    dev: &config::DeviceConfig,
+    cfg: &ModbusConfig,
+    names: &[PointName],
+    ctx: &DriverContext,
+) -> Poll {
+    conn.set_slave(Slave(dev.unit));
+    let mut poll = Poll {
+        values: vec![None; dev.points.len()],
+        answered: false,
+        got_data: false,
+        timeouts_since_data: 0,
+        line_failed: false,
+    };
+    for r in &dev.requests {
+        let mut attempt = 0;
+        let res = loop {
+            match read_once(conn, r, cfg.timeout).await {
+                Err(ReadError::Timeout) if attempt < cfg.retries => {
+                    // Every attempt that timed out is counted, retried or not.
+                    ctx.health.count("timeouts", 1);
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        let words = match res {
+            Ok(words) => words,
+            Err(e) => {
+                // An exception is an answer, just not with data.
+                poll.answered |= matches!(e, ReadError::Exception(_));
+                poll.timeouts_since_data += u32::from(matches!(e, ReadError::Timeout));
+                let reason = e.reason();
+                ctx.health.count(e.counter(), 1);
+                ctx.health.error(format!(
+                    "{} unit {} {:?} {}+{}: {reason}",
+                    dev.name, dev.unit, r.table, r.address, r.count
+                ));
+                for &pi in &r.points {
+                    poll.values[pi] = Some(Err(reason.clone()));
+                }
+                if matches!(e, ReadError::Io(_)) {
+                    poll.line_failed = true;
+                    break;
+                }
+                continue;
+            }
+        };
+        poll.answered = true;
+        poll.got_data = true;
+        poll.timeouts_since_data = 0;
+        for &pi in &r.points {
+            let p = &dev.points[pi];
+            let off = usize::from(p.address - r.address);
+            let v = match &words {
+                Words::Bits(b) => b
+                    .get(off)
+                    .map(|x| Value::Bool(*x))
+                    .ok_or_else(|| "short answer".to_string()),
+                Words::Registers(w) => w
+                    .get(off..off + usize::from(p.count()))
+                    .ok_or_else(|| "short answer".to_string())
+                    .and_then(|s| p.decode_words(s).map_err(|e| e.to_string())),
+            };
+            if let Err(e) = &v {
+                ctx.health.count("decode_errors", 1);
+                ctx.health.error(format!("{}: {e}", names[pi].0));
+            }
+            poll.values[pi] = Some(v);
+        }
+    }
+    poll
 }

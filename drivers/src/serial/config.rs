@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::lines::{ChannelRaw, LineParser};
 use super::port::{LineRaw, Parity, SerialSettings};
-use crate::config::{FieldError, duration_opt, field_err};
+use crate::config::{FieldError, duration_opt, field_err, refuse};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -107,18 +107,11 @@ impl SerialConfigRaw {
             ("chunk_bytes", self.chunk_bytes.is_some()),
             ("chunk_age", self.chunk_age.is_some()),
         ];
-        let refuse = |fields: &[(&str, bool)], protocol: &str| match fields.iter().find(|f| f.1) {
-            Some((f, _)) => Err(field_err(
-                f,
-                &format!("applies to protocol = \"{protocol}\" only"),
-            )),
-            None => Ok(()),
-        };
         if self.protocol != Protocol::Lines {
-            refuse(&line_fields, "lines")?;
+            refuse(&line_fields, "applies to protocol = \"lines\" only")?;
         }
         if self.protocol != Protocol::Raw {
-            refuse(&capture_fields, "raw")?;
+            refuse(&capture_fields, "applies to protocol = \"raw\" only")?;
         }
         let capture = match self.protocol {
             Protocol::Raw => {

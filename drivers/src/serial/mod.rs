@@ -23,12 +23,13 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 pub use config::{CaptureSettings, Protocol, SerialConfig, SerialConfigRaw};
 
-use crate::driver::{BoxFuture, Driver, DriverContext, DriverError};
+use crate::driver::{BoxFuture, Driver, DriverContext, DriverError, doubling_backoff};
 use crate::reading::{Quality, Reading, TimeQuality, Timestamp, Value};
 use nmea::{NmeaError, Sentence};
 
 /// Longest line kept.
 pub const MAX_LINE: usize = 1024;
+const REOPEN_FIRST: Duration = Duration::from_millis(250);
 const REOPEN_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
@@ -104,17 +105,15 @@ impl SerialDriver {
         channel: &str,
         value: Value,
         unit: Option<&str>,
-        (ts, tq): (Timestamp, TimeQuality),
+        now: (Timestamp, TimeQuality),
     ) -> Reading {
-        Reading {
-            source: self.name.clone(),
-            channel: Arc::from(channel),
-            ts,
-            time_quality: tq,
+        Reading::good(
+            self.name.clone(),
+            Arc::from(channel),
+            now,
             value,
-            unit: unit.map(Arc::from),
-            quality: Quality::Good,
-        }
+            unit.map(Arc::from),
+        )
     }
 
     /// Counts a line that gave nothing, and keeps why.
@@ -228,9 +227,7 @@ impl Driver for SerialDriver {
                         failures += 1;
                         ctx.health.count("open_failures", 1);
                         ctx.health.error(format!("cannot open the port: {e}"));
-                        let wait = Duration::from_millis(250)
-                            .saturating_mul(1 << failures.min(8))
-                            .min(REOPEN_MAX);
+                        let wait = doubling_backoff(REOPEN_FIRST, failures + 1, REOPEN_MAX);
                         tokio::select! {
                             _ = ctx.cancel.cancelled() => return Ok(()),
                             _ = tokio::time::sleep(wait) => continue,

@@ -91,15 +91,6 @@ impl SerialSettings {
             .open_native_async()
             .map_err(|e| std::io::Error::other(format!("{}: {e}", self.path)))
     }
-
-    /// Seconds one character takes on the line (start, data, parity, stop bits).
-    pub fn char_time(&self) -> f64 {
-        let bits = 1
-            + u32::from(self.data_bits)
-            + u32::from(self.parity != Parity::None)
-            + u32::from(self.stop_bits);
-        f64::from(bits) / f64::from(self.baud)
-    }
 }
 
 #[cfg(test)]
@@ -118,8 +109,6 @@ mod tests {
             (s.baud, s.parity, s.data_bits, s.stop_bits),
             (9600, Parity::None, 8, 1)
         );
-        // 10 bits a character at 9600 baud.
-        assert!((s.char_time() - 10.0 / 9600.0).abs() < 1e-12);
         let e = LineRaw::default()
             .validate(9600, Parity::None)
             .expect_err("no port");

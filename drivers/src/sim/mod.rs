@@ -18,7 +18,7 @@ pub use config::{SignalKind, SimChannelConfig, SimChannelRaw, SimConfig, SimConf
 use signal::Signal;
 
 use crate::driver::{BoxFuture, Driver, DriverContext, DriverError};
-use crate::reading::{Quality, Reading};
+use crate::reading::Reading;
 
 /// At most this much time's worth of readings is emitted to catch up after a stall.
 pub const MAX_CATCH_UP: Duration = Duration::from_secs(1);
@@ -97,15 +97,13 @@ impl Driver for SimDriver {
                     for _ in 0..due {
                         let n = ch.emitted;
                         ch.emitted += 1;
-                        let reading = Reading {
-                            source: self.name.clone(),
-                            channel: ch.name.clone(),
-                            ts,
-                            time_quality: tq,
-                            value: ch.signal.sample(n, n as f64 / ch.rate_hz),
-                            unit: ch.unit.clone(),
-                            quality: Quality::Good,
-                        };
+                        let reading = Reading::good(
+                            self.name.clone(),
+                            ch.name.clone(),
+                            (ts, tq),
+                            ch.signal.sample(n, n as f64 / ch.rate_hz),
+                            ch.unit.clone(),
+                        );
                         tokio::select! {
                             biased;
                             _ = ctx.cancel.cancelled() => return Ok(()),
