@@ -114,9 +114,11 @@ fn a_full_disk_degrades_evicts_into_gaps_and_recovers_without_losing_track_of_an
     assert!(agent.is_running());
     assert_eq!(agent.stop(), Some(0));
     // Deliver what remains (no more ingest) so the bucket can be checked against seqs.
+    // Same watermark: the default (256 MiB) is more than this disk, so a drain agent on
+    // it would evict at its first commit, and could stop before delivering that gap.
     let drain = root.path().join("drain.toml");
     let drain_cfg = format!(
-        "[gateway]\nid = \"gw-full\"\n[health]\nenabled = false\n{}",
+        "[gateway]\nid = \"gw-full\"\n[buffer]\nmin_free_disk = \"12MiB\"\n[health]\nenabled = false\n{}",
         archive_sink(&bucket, "batch_max_age = \"100ms\"\n")
     );
     std::fs::write(&drain, drain_cfg).expect("drain config");

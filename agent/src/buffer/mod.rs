@@ -300,6 +300,19 @@ impl Buffer {
         board: Arc<dyn Board>,
     ) -> Result<(Buffer, BufferGuard), BufferError> {
         let opened = startup::open(&opts)?;
+        if let Ok(disk) = board.disk_space(&opts.dir)
+            && opts.settings.min_free_disk >= disk.total_bytes
+        {
+            // Not refused (the disk may be resized later) but said plainly: every commit
+            // would evict whatever the sinks have not taken yet.
+            tracing::warn!(
+                min_free_disk = opts.settings.min_free_disk,
+                filesystem_bytes = disk.total_bytes,
+                dir = %opts.dir.display(),
+                "buffer.min_free_disk is larger than the filesystem holding the buffer: \
+                 the buffer will evict on every commit; set it below the disk size"
+            );
+        }
         let metrics = Arc::new(BufferMetrics::default());
         let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
         let (reader_tx, reader_rx) = mpsc::channel(READER_QUEUE);
