@@ -7,6 +7,7 @@
 //!
 //! - [`config`]: TOML + drop-ins -> validated [`config::Settings`].
 //! - [`model`]: [`model::Record`] and the NDJSON schema.
+//! - [`broker`]: the embedded MQTT broker for the instrument LAN.
 //! - [`buffer`]: the durable store-and-forward log and its invariants.
 //! - [`pipeline`]: wiring and orderly shutdown.
 //! - [`sinks`]: delivery loop and sink kinds.
@@ -15,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod buffer;
 pub mod cli;
 pub mod config;

@@ -5,6 +5,8 @@
 //! table and a pure `validate()` returning a [`FieldError`] whose `path` is dotted below
 //! the driver's table; the agent turns the path into a file, line and column.
 
+use serde::{Deserialize, Deserializer};
+
 /// A driver setting that is not valid, naming the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -46,5 +48,66 @@ pub(crate) mod duration_opt {
             })
         })
         .transpose()
+    }
+}
+
+/// A size in bytes: an integer, or a string such as `"64MiB"`, `"1.5GB"`, `"512KiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<u64, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?} (write e.g. \"64MiB\", \"1GB\")"))?;
+        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" => 1e3,
+            "m" | "mb" => 1e6,
+            "g" | "gb" => 1e9,
+            "t" | "tb" => 1e12,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            "tib" => 1024.0f64.powi(4),
+            other => {
+                return Err(format!(
+                    "invalid size unit {other:?} in {s:?} (use B, KB, MB, GB, KiB, MiB, GiB)"
+                ));
+            }
+        };
+        let v = n * mult;
+        if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+            return Err(format!("size {s:?} is out of range"));
+        }
+        Ok(v as u64)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a size: an integer number of bytes or a string such as \"64MiB\"",
+            )
+        })? {
+            Raw::Int(i) => u64::try_from(i)
+                .map(ByteSize)
+                .map_err(|_| serde::de::Error::custom("a size cannot be negative")),
+            Raw::Str(s) => ByteSize::parse(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
+        }
     }
 }

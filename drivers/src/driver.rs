@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -28,20 +28,64 @@ pub enum DriverError {
 #[error("the agent stopped accepting readings")]
 pub struct SendError;
 
+/// What a committed reading became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// In the buffer, per the buffer's durability setting.
+    Stored,
+    /// Not stored: no sink takes the driver's stream (the config says so).
+    NotRouted,
+}
+
+/// One reading on its way to the agent, and who (if anyone) waits for its commit.
+#[derive(Debug)]
+pub struct Envelope {
+    pub reading: Reading,
+    pub committed: Option<oneshot::Sender<Committed>>,
+}
+
 /// Where a driver puts its readings. Bounded: `send` waits for room, which is how a busy
 /// agent slows its drivers down instead of queueing without limit.
+///
+/// Readings from one sender are committed in the order sent, so a driver that needs to
+/// know when its data is safe (to acknowledge an MQTT message, to delete a file) asks
+/// for the last reading of the item only.
 #[derive(Debug, Clone)]
 pub struct ReadingSender {
-    tx: mpsc::Sender<Reading>,
+    tx: mpsc::Sender<Envelope>,
 }
 
 impl ReadingSender {
-    pub fn new(tx: mpsc::Sender<Reading>) -> Self {
+    pub fn new(tx: mpsc::Sender<Envelope>) -> Self {
         Self { tx }
     }
 
     pub async fn send(&self, reading: Reading) -> Result<(), SendError> {
-        self.tx.send(reading).await.map_err(|_| SendError)
+        self.tx
+            .send(Envelope {
+                reading,
+                committed: None,
+            })
+            .await
+            .map_err(|_| SendError)
+    }
+
+    /// Sends `reading`; the receiver resolves once it and every reading sent before it
+    /// are committed. A receiver that errors means the agent stopped before the commit:
+    /// the reading may or may not be stored, so the instrument should send it again.
+    pub async fn send_committed(
+        &self,
+        reading: Reading,
+    ) -> Result<oneshot::Receiver<Committed>, SendError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Envelope {
+                reading,
+                committed: Some(tx),
+            })
+            .await
+            .map_err(|_| SendError)?;
+        Ok(rx)
     }
 }
 

@@ -7,13 +7,14 @@
 //!
 //! This crate knows nothing of the agent: streams, priorities, the buffer and the sinks are
 //! the agent's business. Each driver kind lives in its own module (`sim/`, `modbus/`,
-//! `serial/`, `http/`, and in later work `mqtt/`, `camera/`, `files/`),
+//! `serial/`, `http/`, `mqtt/`, and in later work `camera/`, `files/`),
 //! with a `config.rs` holding its raw, `deny_unknown_fields` configuration and a pure
 //! validation step returning a [`FieldError`]. A driver reports its instrument's state
 //! through [`DriverHealth`].
 
 #![forbid(unsafe_code)]
 
+pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod driver;
@@ -21,6 +22,7 @@ pub mod files;
 pub mod health;
 pub mod http;
 pub mod modbus;
+pub mod mqtt;
 pub mod reading;
 pub mod serial;
 pub mod sim;
@@ -28,6 +30,8 @@ pub mod tls;
 
 pub use clock::{Clock, SystemClock};
 pub use config::FieldError;
-pub use driver::{BoxFuture, Driver, DriverContext, DriverError, ReadingSender, SendError};
+pub use driver::{
+    BoxFuture, Committed, Driver, DriverContext, DriverError, Envelope, ReadingSender, SendError,
+};
 pub use health::{DriverHealth, DriverState, ErrorEvent, ErrorRing, HealthSnapshot};
 pub use reading::{Blob, Quality, Reading, TimeQuality, Timestamp, Value};

@@ -60,6 +60,17 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Tls
     client_config_roots(&[ca.unwrap_or(Path::new(SYSTEM_CA_BUNDLE))])
 }
 
+/// A client configuration trusting the system bundle (where there is one) and a site CA.
+pub fn client_config_site(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let system = Path::new(SYSTEM_CA_BUNDLE);
+    let mut bundles = Vec::new();
+    if system.exists() {
+        bundles.push(system);
+    }
+    bundles.extend(ca);
+    client_config_roots(&bundles)
+}
+
 /// A client configuration trusting every CA in the given PEM bundles (for a public feed:
 /// the system bundle plus a site CA).
 pub fn client_config_roots(bundles: &[&Path]) -> Result<Arc<rustls::ClientConfig>, TlsError> {

@@ -21,9 +21,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use settings::{
-    BucketSinkSettings, BufferSettings, ControlSettings, DriverKind, DriverSettings, Durability,
-    GatewaySettings, HEALTH_SOURCE, HealthSettings, RouteSettings, Settings, SinkCommon, SinkKind,
-    SinkSettings, TcpControlSettings,
+    BrokerSettings, BucketSinkSettings, BufferSettings, ControlSettings, DriverKind,
+    DriverSettings, Durability, GatewaySettings, HEALTH_SOURCE, HealthSettings, RouteSettings,
+    Settings, SinkCommon, SinkKind, SinkSettings, TcpControlSettings,
 };
 
 /// Exit code for a configuration that is not valid (`EX_CONFIG` from sysexits.h). The

@@ -26,6 +26,7 @@ pub struct TopRaw {
     pub buffer: Option<BufferRaw>,
     pub health: Option<HealthRaw>,
     pub control: Option<ControlRaw>,
+    pub broker: Option<Spanned<BrokerRaw>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteRaw>>,
 }
@@ -70,6 +71,29 @@ pub struct ControlRaw {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub token_file: Option<String>,
+}
+
+/// The embedded MQTT broker for the instrument LAN. A file that has `[broker]` replaces
+/// the whole section of earlier files (its users and listeners belong together).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerRaw {
+    pub listen: Option<String>,
+    pub tls_listen: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// User name -> `{ password_file = "..." }`.
+    #[serde(default)]
+    pub users: BTreeMap<String, BrokerUserRaw>,
+    pub allow_anonymous: Option<bool>,
+    pub max_connections: Option<u32>,
+    pub max_payload: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerUserRaw {
+    pub password_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -128,6 +152,7 @@ pub enum DriverKindRaw {
     Modbus(Box<skygate_drivers::modbus::ModbusConfig>),
     Serial(Box<skygate_drivers::serial::SerialConfig>),
     Http(Box<skygate_drivers::http::HttpConfig>),
+    Mqtt(Box<skygate_drivers::mqtt::MqttConfig>),
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +189,7 @@ pub struct Merged {
     pub buffer: BufferMerged,
     pub health: HealthMerged,
     pub control: ControlMerged,
+    pub broker: Option<Located<BrokerRaw>>,
     pub drivers: BTreeMap<String, Located<DriverRaw>>,
     pub sinks: BTreeMap<String, Located<SinkRaw>>,
     pub routes: Vec<Located<RouteRaw>>,
@@ -246,6 +272,9 @@ impl Merged {
             m.tls_cert = c.tls_cert.or(m.tls_cert.take());
             m.tls_key = c.tls_key.or(m.tls_key.take());
             m.token_file = c.token_file.or(m.token_file.take());
+        }
+        if let Some(b) = top.broker {
+            self.broker = Some(located(file, b));
         }
         for (name, d) in drivers {
             let l = located(file, name);
@@ -340,6 +369,12 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
                 rest,
                 skygate_drivers::http::HttpConfigRaw::validate,
             )?)),
+            "mqtt" => DriverKindRaw::Mqtt(Box::new(driver_config(
+                file,
+                &name,
+                rest,
+                |raw: skygate_drivers::mqtt::MqttConfigRaw| raw.validate(name.get_ref()),
+            )?)),
             _ => return Err(unknown_kind(file, &kind, "driver", &name, DRIVER_KINDS)),
         };
         parsed.drivers.push((name, DriverRaw { common, kind }));
@@ -359,7 +394,7 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
 }
 
 /// Driver kinds this build knows.
-pub const DRIVER_KINDS: &[&str] = &["sim", "modbus", "serial", "http"];
+pub const DRIVER_KINDS: &[&str] = &["sim", "modbus", "serial", "http", "mqtt"];
 /// Sink kinds this build knows.
 pub const SINK_KINDS: &[&str] = &["bucket"];
 
@@ -553,66 +588,7 @@ impl<'de> Deserialize<'de> for Priority {
     }
 }
 
-/// A size in bytes: an integer, or a string such as `"64MiB"`, `"1.5GB"`, `"512KiB"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    pub fn parse(s: &str) -> Result<u64, String> {
-        let t = s.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid size {s:?} (write e.g. \"64MiB\", \"1GB\")"))?;
-        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1.0,
-            "k" | "kb" => 1e3,
-            "m" | "mb" => 1e6,
-            "g" | "gb" => 1e9,
-            "t" | "tb" => 1e12,
-            "kib" => 1024.0,
-            "mib" => 1024.0 * 1024.0,
-            "gib" => 1024.0 * 1024.0 * 1024.0,
-            "tib" => 1024.0f64.powi(4),
-            other => {
-                return Err(format!(
-                    "invalid size unit {other:?} in {s:?} (use B, KB, MB, GB, KiB, MiB, GiB)"
-                ));
-            }
-        };
-        let v = n * mult;
-        if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
-            return Err(format!("size {s:?} is out of range"));
-        }
-        Ok(v as u64)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(i64),
-            Str(String),
-        }
-        match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "expected a size: an integer number of bytes or a string such as \"64MiB\"",
-            )
-        })? {
-            Raw::Int(i) => u64::try_from(i)
-                .map(ByteSize)
-                .map_err(|_| serde::de::Error::custom("a size cannot be negative")),
-            Raw::Str(s) => ByteSize::parse(&s)
-                .map(ByteSize)
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
+pub use skygate_drivers::config::ByteSize;
 
 /// A duration written as a string: `"10ms"`, `"5s"`, `"2m"`, `"1h 30m"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

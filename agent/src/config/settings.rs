@@ -1,16 +1,19 @@
 //! Validated settings: what the agent runs on. Built only by [`validate`], a pure function.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use skygate_drivers::http::HttpConfig;
 use skygate_drivers::modbus::ModbusConfig;
+use skygate_drivers::mqtt::MqttConfig;
 use skygate_drivers::serial::SerialConfig;
 use skygate_drivers::sim::SimConfig;
 
 use super::raw::{
-    BucketSinkRaw, ControlMerged, DriverKindRaw, DurabilityRaw, Located, Merged, SinkKindRaw,
+    BrokerRaw, BucketSinkRaw, ControlMerged, DriverKindRaw, DurabilityRaw, Located, Merged,
+    SinkKindRaw,
 };
 use super::{ConfigError, ConfigSource, SourceFile};
 
@@ -22,6 +25,8 @@ pub struct Settings {
     pub buffer: BufferSettings,
     pub health: HealthSettings,
     pub control: ControlSettings,
+    /// The embedded MQTT broker, when configured.
+    pub broker: Option<BrokerSettings>,
     pub drivers: BTreeMap<String, DriverSettings>,
     pub sinks: BTreeMap<String, SinkSettings>,
     pub routes: Vec<RouteSettings>,
@@ -127,6 +132,7 @@ pub enum DriverKind {
     Modbus(ModbusConfig),
     Serial(SerialConfig),
     Http(HttpConfig),
+    Mqtt(MqttConfig),
 }
 
 impl DriverKind {
@@ -137,6 +143,7 @@ impl DriverKind {
             Self::Modbus(_) => "modbus",
             Self::Serial(_) => "serial",
             Self::Http(_) => "http",
+            Self::Mqtt(_) => "mqtt",
         }
     }
 }
@@ -278,6 +285,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
     };
 
     let control = control(m.control, files)?;
+    let broker = m.broker.map(|b| broker(b, files)).transpose()?;
 
     let mut drivers = BTreeMap::new();
     for (name, l) in m.drivers {
@@ -297,6 +305,18 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
             DriverKindRaw::Modbus(cfg) => DriverKind::Modbus((**cfg).clone()),
             DriverKindRaw::Serial(cfg) => DriverKind::Serial((**cfg).clone()),
             DriverKindRaw::Http(cfg) => DriverKind::Http((**cfg).clone()),
+            DriverKindRaw::Mqtt(cfg) => {
+                if cfg.broker == skygate_drivers::mqtt::BrokerRef::Embedded && broker.is_none() {
+                    return Err(at(
+                        l.file,
+                        &l.span,
+                        format!(
+                            "driver {name}: broker = \"embedded\" needs a [broker] section (listen, users)"
+                        ),
+                    ));
+                }
+                DriverKind::Mqtt((**cfg).clone())
+            }
         };
         drivers.insert(
             name.clone(),
@@ -431,9 +451,93 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         buffer,
         health,
         control,
+        broker,
         drivers,
         sinks,
         routes,
+    })
+}
+
+/// The embedded MQTT broker's listeners, users and limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerSettings {
+    /// Plain MQTT (instrument LANs where TLS is not possible).
+    pub listen: Option<SocketAddr>,
+    /// MQTT over TLS, with `tls_cert` and `tls_key`.
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// User name -> file holding the password (read at start, never logged).
+    pub users: BTreeMap<String, PathBuf>,
+    pub allow_anonymous: bool,
+    pub max_connections: usize,
+    pub max_payload: usize,
+}
+
+fn broker(b: Located<BrokerRaw>, files: &[SourceFile]) -> Result<BrokerSettings, ConfigError> {
+    let err = |msg: String| files[b.file].error_at(Some(b.span.clone()), msg);
+    let r = b.value.clone();
+    let addr = |field: &str, v: &Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+        v.as_deref()
+            .map(|s| {
+                s.parse::<SocketAddr>().map_err(|e| {
+                    err(format!(
+                        "broker.{field} must be ADDRESS:PORT, got {s:?}: {e}"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let listen = addr("listen", &r.listen)?;
+    let tls_listen = addr("tls_listen", &r.tls_listen)?;
+    if listen.is_none() && tls_listen.is_none() {
+        return Err(err("broker needs listen and/or tls_listen".into()));
+    }
+    if listen.is_some() && listen == tls_listen {
+        return Err(err(
+            "broker.listen and broker.tls_listen are the same address".into(),
+        ));
+    }
+    match (&r.tls_listen, &r.tls_cert, &r.tls_key) {
+        (Some(_), Some(_), Some(_)) | (None, None, None) => {}
+        (Some(_), _, _) => return Err(err("broker.tls_listen needs tls_cert and tls_key".into())),
+        (None, _, _) => return Err(err("broker.tls_cert and tls_key apply to tls_listen".into())),
+    }
+    let allow_anonymous = r.allow_anonymous.unwrap_or(false);
+    if r.users.is_empty() && !allow_anonymous {
+        return Err(err(
+            "broker has no users: add [broker.users.NAME] password_file = \"...\", or set allow_anonymous = true for a closed instrument LAN".into(),
+        ));
+    }
+    if !r.users.is_empty() && allow_anonymous {
+        return Err(err(
+            "broker: users and allow_anonymous = true contradict each other".into(),
+        ));
+    }
+    if let Some(u) = r.users.keys().find(|u| u.is_empty() || u.len() > 256) {
+        return Err(err(format!("broker.users: {u:?} is not a user name")));
+    }
+    let max_connections = r.max_connections.unwrap_or(64) as usize;
+    if !(1..=10_000).contains(&max_connections) {
+        return Err(err("broker.max_connections must be 1 to 10000".into()));
+    }
+    let max_payload = r.max_payload.map_or(1 << 20, |s| s.0);
+    if !(16..=64 << 20).contains(&max_payload) {
+        return Err(err("broker.max_payload must be 16 B to 64 MiB".into()));
+    }
+    Ok(BrokerSettings {
+        listen,
+        tls_listen,
+        tls_cert: r.tls_cert.map(PathBuf::from),
+        tls_key: r.tls_key.map(PathBuf::from),
+        users: r
+            .users
+            .into_iter()
+            .map(|(u, f)| (u, PathBuf::from(f.password_file)))
+            .collect(),
+        allow_anonymous,
+        max_connections,
+        max_payload: max_payload as usize,
     })
 }
 

@@ -247,3 +247,42 @@ fn the_control_section_refuses_a_world_writable_socket_and_a_tcp_listener_withou
     assert_eq!(s.control, ControlSettings::default());
     assert_eq!(s.control.socket_mode, 0o660);
 }
+
+#[test]
+fn the_broker_section_needs_a_listener_and_users_and_embedded_mqtt_drivers_need_it() {
+    let mqtt = "[drivers.dome]\nkind = \"mqtt\"\nbroker = \"embedded\"\n[[drivers.dome.topics]]\nfilter = \"dome/#\"\ndecoder = \"json\"\n";
+    let e = err(&format!("{SINK}{mqtt}"));
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.message.contains("needs a [broker] section"), "{e}");
+    let e = err(&format!("{SINK}[broker]\nlisten = \"127.0.0.1:1883\"\n"));
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.message.contains("no users"), "{e}");
+    let e = err(&format!(
+        "{SINK}[broker]\ntls_listen = \"127.0.0.1:8883\"\nallow_anonymous = true\n"
+    ));
+    assert!(e.message.contains("needs tls_cert and tls_key"), "{e}");
+    let e = err(&format!("{SINK}[broker]\nallow_anonymous = true\n"));
+    assert!(e.message.contains("listen"), "{e}");
+    let e = err(&format!(
+        "{SINK}[broker]\nlisten = \"lan:1883\"\nallow_anonymous = true\n"
+    ));
+    assert!(e.message.contains("ADDRESS:PORT"), "{e}");
+    let e = err(&format!(
+        "{SINK}[broker]\nlisten = \"127.0.0.1:1883\"\n[broker.users.dome]\npassword = \"in-the-config\"\n"
+    ));
+    assert!(e.message.contains("password"), "secrets stay in files: {e}");
+
+    let d = tempfile::tempdir().expect("tmp");
+    let p = write(
+        d.path(),
+        "skygate.toml",
+        &format!(
+            "{SINK}[broker]\nlisten = \"127.0.0.1:1883\"\nmax_payload = \"64KiB\"\n[broker.users.dome]\npassword_file = \"/etc/p\"\n{mqtt}"
+        ),
+    );
+    let s = load(&p).expect("valid");
+    let b = s.broker.expect("broker");
+    assert_eq!(b.max_payload, 64 << 10);
+    assert_eq!(b.users["dome"], PathBuf::from("/etc/p"));
+    assert_eq!(s.drivers["dome"].kind.as_str(), "mqtt");
+}

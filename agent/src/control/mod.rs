@@ -31,7 +31,7 @@ pub mod heartbeat;
 mod metrics;
 pub mod rates;
 mod server;
-mod tcp;
+pub(crate) mod tcp;
 pub mod views;
 
 pub use server::{ControlError, ControlState, Peer, serve};

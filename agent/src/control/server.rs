@@ -216,7 +216,13 @@ async fn bind_tcp(
             addr: t.listen,
             source,
         })?;
-    let listener = TlsListener::spawn(tcp, tokio_rustls::TlsAcceptor::from(tls), stop.clone());
+    let listener = TlsListener::spawn(
+        tcp,
+        tokio_rustls::TlsAcceptor::from(tls),
+        stop.clone(),
+        "control API",
+        super::tcp::MAX_CONNECTIONS,
+    );
     let check = TokenCheck {
         token: Arc::new(token),
         audit: state.audit.clone(),

@@ -98,13 +98,20 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
 }
 
 impl TlsListener {
-    /// Accepts TCP connections until `stop`, handshaking each in its own task.
-    pub fn spawn(listener: TcpListener, acceptor: TlsAcceptor, stop: CancellationToken) -> Self {
+    /// Accepts TCP connections until `stop`, handshaking each in its own task; at most
+    /// `max` open at once. `what` names the service in logs.
+    pub fn spawn(
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        stop: CancellationToken,
+        what: &'static str,
+        max: usize,
+    ) -> Self {
         let local = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (tx, ready) = mpsc::channel(MAX_CONNECTIONS);
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let (tx, ready) = mpsc::channel(max);
+        let slots = Arc::new(Semaphore::new(max));
         tokio::spawn(async move {
             loop {
                 let (tcp, remote) = tokio::select! {
@@ -113,14 +120,14 @@ impl TlsListener {
                         Ok(c) => c,
                         Err(e) => {
                             // Out of file descriptors and the like: wait instead of spinning.
-                            tracing::warn!(error = %e, "control API: accept failed");
+                            tracing::warn!(error = %e, "{what}: accept failed");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             continue;
                         }
                     },
                 };
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(%remote, "control API: {MAX_CONNECTIONS} connections open; refused one");
+                    tracing::warn!(%remote, "{what}: {max} connections open; refused one");
                     continue;
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
@@ -130,9 +137,9 @@ impl TlsListener {
                             let _ = tx.send((Conn { tls, _slot: slot }, remote)).await;
                         }
                         Ok(Err(e)) => {
-                            tracing::info!(%remote, error = %e, "control API: TLS handshake failed")
+                            tracing::info!(%remote, error = %e, "{what}: TLS handshake failed")
                         }
-                        Err(_) => tracing::info!(%remote, "control API: TLS handshake timed out"),
+                        Err(_) => tracing::info!(%remote, "{what}: TLS handshake timed out"),
                     }
                 });
             }

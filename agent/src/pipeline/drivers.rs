@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use skygate_drivers::{
-    Clock, Driver, DriverContext, DriverHealth, DriverState, Reading, ReadingSender,
+    Clock, Driver, DriverContext, DriverHealth, DriverState, Envelope, ReadingSender,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -68,13 +68,17 @@ struct RunningDriver {
 #[derive(Debug)]
 pub(crate) struct DriverSet {
     running: HashMap<String, RunningDriver>,
-    tx: mpsc::Sender<Reading>,
+    tx: mpsc::Sender<Envelope>,
     clock: Arc<dyn Clock>,
     registry: DriverRegistry,
 }
 
 impl DriverSet {
-    pub fn new(tx: mpsc::Sender<Reading>, clock: Arc<dyn Clock>, registry: DriverRegistry) -> Self {
+    pub fn new(
+        tx: mpsc::Sender<Envelope>,
+        clock: Arc<dyn Clock>,
+        registry: DriverRegistry,
+    ) -> Self {
         Self {
             running: HashMap::new(),
             tx,

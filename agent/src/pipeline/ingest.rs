@@ -7,6 +7,10 @@
 //! table, every one after by the new (a reload relies on this to retire a driver's route
 //! only after its last reading went through).
 //!
+//! A reading sent with a commit waiter ([`skygate_drivers::ReadingSender::send_committed`])
+//! makes its whole batch an `append_durable`; the waiter hears `Stored` once the buffer has
+//! committed it (and, the writer being ordered, everything before it), or `NotRouted`.
+//!
 //! Observers get, per batch and never per reading: per-source counts and the last value of
 //! each channel ([`LiveValues`], one lock per batch), and — only while someone listens —
 //! the batch itself on a broadcast channel for `skygate tail`. The broadcast keeps
@@ -18,11 +22,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use skygate_drivers::{Reading, Timestamp};
+use skygate_drivers::{Committed, Envelope, Reading, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{INGEST_BATCH, Route};
-use crate::buffer::{Buffer, NewRecord};
+use crate::buffer::{Buffer, BufferError, NewRecord};
 use crate::model::{BlobPlacement, Record, value_json};
 
 /// Batches a `skygate tail` listener may fall behind before it loses the oldest.
@@ -134,7 +138,7 @@ pub(crate) enum IngestCmd {
 }
 
 pub(crate) async fn run(
-    mut rx: mpsc::Receiver<Reading>,
+    mut rx: mpsc::Receiver<Envelope>,
     mut cmds: mpsc::Receiver<IngestCmd>,
     buffer: Buffer,
     mut routes: HashMap<String, Route>,
@@ -143,6 +147,8 @@ pub(crate) async fn run(
     let counters = &view.counters;
     counters.running.store(true, Ordering::Relaxed);
     let mut buf = Vec::with_capacity(INGEST_BATCH);
+    let mut readings = Vec::with_capacity(INGEST_BATCH);
+    let mut waiters = Vec::new();
     loop {
         tokio::select! {
             biased;
@@ -155,10 +161,16 @@ pub(crate) async fn run(
             },
             n = rx.recv_many(&mut buf, INGEST_BATCH) => if n == 0 { break },
         }
-        view.live.update(&buf);
+        readings.extend(buf.drain(..).map(|e| {
+            if let Some(w) = e.committed {
+                waiters.push((e.reading.source.clone(), w));
+            }
+            e.reading
+        }));
+        view.live.update(&readings);
         let now = Timestamp::now();
-        let mut batch = Vec::with_capacity(buf.len());
-        for reading in buf.drain(..) {
+        let mut batch = Vec::with_capacity(readings.len());
+        for reading in readings.drain(..) {
             let Some(route) = routes.get(&*reading.source) else {
                 counters.unknown_source.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -186,9 +198,33 @@ pub(crate) async fn run(
             // No receiver left between the check and the send is fine: nobody to tell.
             let _ = view.tail.send(records);
         }
-        if !batch.is_empty() && buffer.append(batch).await.is_err() {
-            tracing::error!("buffer closed while readings were arriving");
-            break;
+        let appended = if batch.is_empty() {
+            Ok(())
+        } else if waiters.is_empty() {
+            buffer.append(batch).await
+        } else {
+            buffer.append_durable(batch).await.map(|_| ())
+        };
+        match appended {
+            Ok(()) => {}
+            Err(BufferError::Closed) => {
+                // Waiters are dropped unanswered: their drivers learn the agent stopped.
+                tracing::error!("buffer closed while readings were arriving");
+                break;
+            }
+            Err(e) => {
+                // Unanswered waiters make their drivers keep the data at the instrument.
+                tracing::error!(error = %e, "a commit that drivers wait for failed");
+                waiters.clear();
+            }
+        }
+        for (source, w) in waiters.drain(..) {
+            let routed = routes.get(&*source).is_some_and(|r| r.sinks != 0);
+            let _ = w.send(if routed {
+                Committed::Stored
+            } else {
+                Committed::NotRouted
+            });
         }
     }
     counters.running.store(false, Ordering::Relaxed);
@@ -210,6 +246,73 @@ mod tests {
             unit: Some(Arc::from("degC")),
             quality: Quality::Good,
         }
+    }
+
+    #[test]
+    fn a_committed_send_is_answered_once_the_buffer_has_it_or_at_once_when_unrouted() {
+        use crate::buffer::BufferOptions;
+        use crate::config::{BufferSettings, Durability};
+        use skygate_drivers::ReadingSender;
+
+        let d = tempfile::tempdir().expect("tmp");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let (buffer, guard) = Buffer::open(
+                BufferOptions {
+                    events: None,
+                    dir: d.path().to_path_buf(),
+                    settings: BufferSettings {
+                        durability: Durability::Process,
+                        min_free_disk: 0,
+                        ..BufferSettings::default()
+                    },
+                    gateway_id: "gw".into(),
+                    sinks: vec!["a".into()],
+                    routes: vec![(vec!["wx".into()], vec!["a".into()])],
+                },
+                Arc::new(skygate_bsp::GenericLinux::default()),
+            )
+            .expect("buffer");
+            let (wx, quiet, ch): (Arc<str>, Arc<str>, Arc<str>) =
+                (Arc::from("wx"), Arc::from("quiet"), Arc::from("t"));
+            let route = |stream: &str, sinks| Route {
+                stream: Arc::from(stream),
+                priority: 5,
+                sinks,
+            };
+            let routes = HashMap::from([
+                ("wx".to_string(), route("wx", buffer.mask_for(["a"]))),
+                ("quiet".to_string(), route("quiet", 0)),
+            ]);
+            let (tx, rx) = mpsc::channel(16);
+            let (_cmds, cmd_rx) = mpsc::channel(1);
+            let task = tokio::spawn(run(
+                rx,
+                cmd_rx,
+                buffer.clone(),
+                routes,
+                IngestView::default(),
+            ));
+            let out = ReadingSender::new(tx);
+            out.send(reading(&wx, &ch, 1, 1.0)).await.expect("send");
+            let done = out
+                .send_committed(reading(&wx, &ch, 2, 2.0))
+                .await
+                .expect("send");
+            assert_eq!(done.await, Ok(Committed::Stored));
+            assert_eq!(*buffer.head().borrow(), 2, "both readings committed first");
+            let done = out
+                .send_committed(reading(&quiet, &ch, 3, 3.0))
+                .await
+                .expect("send");
+            assert_eq!(done.await, Ok(Committed::NotRouted));
+            drop(out);
+            task.await.expect("ingest ends");
+            guard.close().await;
+        });
     }
 
     #[test]

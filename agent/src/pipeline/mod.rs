@@ -19,6 +19,7 @@ use std::time::Duration;
 use skygate_bsp::{Board, GenericLinux};
 use skygate_drivers::http::HttpDriver;
 use skygate_drivers::modbus::ModbusDriver;
+use skygate_drivers::mqtt::{LocalBroker, MqttDriver};
 use skygate_drivers::serial::SerialDriver;
 use skygate_drivers::sim::SimDriver;
 use skygate_drivers::{Clock, Driver, SystemClock};
@@ -59,6 +60,8 @@ pub enum AgentError {
     Control(#[from] crate::control::ControlError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -230,8 +233,13 @@ pub async fn start_with(
         view.clone(),
     ));
 
+    let local = match &settings.broker {
+        Some(b) => Some(Arc::new(crate::broker::start(b, stop.clone())?) as Arc<dyn LocalBroker>),
+        None => None,
+    };
     let registry = DriverRegistry::default();
     let factory = DriverFactory {
+        local,
         data_dir: data_dir.to_path_buf(),
         buffer: buffer.clone(),
         sinks: sink_status.clone(),
@@ -346,6 +354,8 @@ pub(crate) struct DriverFactory {
     sinks: BTreeMap<String, SinkHandle>,
     board: Arc<dyn Board>,
     drivers: DriverRegistry,
+    /// The embedded MQTT broker, for `broker = "embedded"` drivers.
+    local: Option<Arc<dyn LocalBroker>>,
 }
 
 impl DriverFactory {
@@ -355,6 +365,7 @@ impl DriverFactory {
             DriverKind::Modbus(cfg) => Box::new(ModbusDriver::new(&d.name, cfg)),
             DriverKind::Serial(cfg) => Box::new(SerialDriver::new(&d.name, cfg)),
             DriverKind::Http(cfg) => Box::new(HttpDriver::new(&d.name, cfg)),
+            DriverKind::Mqtt(cfg) => Box::new(MqttDriver::new(&d.name, cfg, self.local.clone())),
         }
     }
 

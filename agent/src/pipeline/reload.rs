@@ -204,6 +204,7 @@ impl Manager {
             ("buffer", old.buffer != new.buffer),
             ("sinks", old.sinks != new.sinks),
             ("control", old.control != new.control),
+            ("broker", old.broker != new.broker),
         ] {
             if changed {
                 report.restart_required.push(section.to_string());

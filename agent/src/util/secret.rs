@@ -69,6 +69,22 @@ impl Secret {
         Ok(Self(t.to_string()))
     }
 
+    /// Reads a password from a file: its first line without the line ending; not empty.
+    pub fn from_password_file(path: &Path) -> Result<Self, SecretError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let line = text.lines().next().unwrap_or("");
+        if line.is_empty() {
+            return Err(SecretError::Invalid {
+                path: path.to_path_buf(),
+                why: "the password file is empty",
+            });
+        }
+        Ok(Self(line.to_string()))
+    }
+
     pub fn matches(&self, guess: &[u8]) -> bool {
         let mine = self.0.as_bytes();
         let mut diff = u8::from(mine.len() != guess.len());

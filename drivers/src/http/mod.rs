@@ -176,20 +176,14 @@ impl Driver for HttpDriver {
         Box::pin(async move {
             let cfg = &self.config;
             let tls = if cfg.https {
-                let system = std::path::Path::new(crate::tls::SYSTEM_CA_BUNDLE);
-                let mut bundles = Vec::new();
-                if system.exists() {
-                    bundles.push(system);
-                }
-                if let Some(ca) = &cfg.ca_cert {
-                    bundles.push(ca.as_path());
-                }
-                Some(crate::tls::client_config_roots(&bundles).map_err(|e| {
-                    DriverError::Config {
-                        driver: self.name.to_string(),
-                        message: e.to_string(),
-                    }
-                })?)
+                Some(
+                    crate::tls::client_config_site(cfg.ca_cert.as_deref()).map_err(|e| {
+                        DriverError::Config {
+                            driver: self.name.to_string(),
+                            message: e.to_string(),
+                        }
+                    })?,
+                )
             } else {
                 None
             };

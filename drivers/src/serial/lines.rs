@@ -13,37 +13,10 @@
 use std::collections::BTreeMap;
 
 use regex::Regex;
-use serde::Deserialize;
 
+pub use crate::channels::{ChannelRaw, ChannelSpec, ValueType};
 use crate::config::FieldError;
 use crate::reading::Value;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ValueType {
-    #[default]
-    Number,
-    Integer,
-    Text,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelRaw {
-    #[serde(rename = "type")]
-    pub value_type: Option<ValueType>,
-    pub unit: Option<String>,
-    pub scale: Option<f64>,
-    pub offset: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChannelSpec {
-    pub value_type: ValueType,
-    pub unit: Option<String>,
-    pub scale: f64,
-    pub offset: f64,
-}
 
 #[derive(Debug, Clone)]
 pub enum Matcher {
@@ -174,30 +147,8 @@ impl LineParser {
         let mut specs = BTreeMap::new();
         for name in names {
             let raw = channels.get(&name).cloned().unwrap_or_default();
-            let scale = raw.scale.unwrap_or(1.0);
-            let offset = raw.offset.unwrap_or(0.0);
-            let value_type = raw.value_type.unwrap_or_default();
-            if !scale.is_finite() || scale == 0.0 || !offset.is_finite() {
-                return Err(err(
-                    &format!("channels.{name}.scale"),
-                    "scale must be finite and not 0; offset finite".into(),
-                ));
-            }
-            if value_type == ValueType::Text && (raw.scale.is_some() || raw.offset.is_some()) {
-                return Err(err(
-                    &format!("channels.{name}.scale"),
-                    "text has no scale or offset".into(),
-                ));
-            }
-            specs.insert(
-                name,
-                ChannelSpec {
-                    value_type,
-                    unit: raw.unit,
-                    scale,
-                    offset,
-                },
-            );
+            let spec = raw.validate(&format!("channels.{name}"))?;
+            specs.insert(name, spec);
         }
         Ok(Self {
             matcher,
@@ -235,23 +186,9 @@ impl LineParser {
             .filter_map(|(name, text)| {
                 let spec = self.channels.get(name)?;
                 let (name, _) = self.channels.get_key_value(name)?;
-                Some((name.as_str(), convert(spec, text.trim())))
+                Some((name.as_str(), spec.convert(text.trim())))
             })
             .collect())
-    }
-}
-
-fn convert(spec: &ChannelSpec, text: &str) -> Result<Value, String> {
-    match spec.value_type {
-        ValueType::Text => Ok(Value::Text(text.to_string())),
-        ValueType::Integer if spec.scale == 1.0 && spec.offset == 0.0 => text
-            .parse::<i64>()
-            .map(Value::Integer)
-            .map_err(|_| format!("not an integer: {text:?}")),
-        ValueType::Integer | ValueType::Number => match text.parse::<f64>() {
-            Ok(v) if v.is_finite() => Ok(Value::Number(v * spec.scale + spec.offset)),
-            _ => Err(format!("not a number: {text:?}")),
-        },
     }
 }
 

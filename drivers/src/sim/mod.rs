@@ -159,7 +159,8 @@ mod tests {
         task.await.expect("join").expect("driver ok");
         let mut fast = Vec::new();
         let mut slow = 0;
-        while let Ok(r) = rx.try_recv() {
+        while let Ok(e) = rx.try_recv() {
+            let r = e.reading;
             assert_eq!(&*r.source, "wx");
             match &*r.channel {
                 "fast" => fast.push(r.value),
