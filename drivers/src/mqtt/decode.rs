@@ -362,6 +362,30 @@ mod tests {
         assert!(d.decode(&b(&deep)).is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever a publisher sends, every decoder answers (values or an error) and
+        /// never panics; JSON-looking input is generated too, not only noise.
+        #[test]
+        fn no_payload_makes_a_decoder_panic(
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            json_like in "[\\[\\]{}\":,0-9a-z.eE+-]{0,200}",
+        ) {
+            let decoders = [
+                json(&[], Some(("/ts", EpochUnit::Nanos))),
+                json(&[("a", "/a/0", ChannelSpec::default())], None),
+                Decoder::Number(ChannelSpec::default()),
+                Decoder::Csv(
+                    LineParser::new(None, Some(",".into()), Some(vec!["a".into(), "b".into()]), BTreeMap::new())
+                        .expect("valid"),
+                ),
+            ];
+            for d in &decoders {
+                let _ = d.decode(&Bytes::from(noise.clone()));
+                let _ = d.decode(&Bytes::from(json_like.clone()));
+            }
+        }
+    }
+
     #[test]
     fn numbers_csv_lines_and_raw_bytes() {
         let n = Decoder::Number(ChannelSpec {

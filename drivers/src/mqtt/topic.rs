@@ -179,6 +179,25 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any topic against any valid filter: a match gives one capture per wildcard,
+        /// and rendering a template from it never panics.
+        #[test]
+        fn matching_and_rendering_never_panic(
+            filter in "[a-c+#/$]{1,12}",
+            topic in "[a-c/$]{0,16}",
+        ) {
+            if let Ok(f) = TopicFilter::parse("filter", &filter) {
+                let wildcards = filter.split('/').filter(|l| *l == "+" || *l == "#").count();
+                if let Some(caps) = f.captures(&topic) {
+                    proptest::prop_assert_eq!(caps.len(), wildcards);
+                    let t = ChannelTemplate::parse("channel", "x.{topic}", &f).expect("valid");
+                    let _ = t.render(&topic, &caps);
+                }
+            }
+        }
+    }
+
     #[test]
     fn channel_templates_name_wildcards_and_the_topic() {
         let filter = f("obs/+/weather/#");
