@@ -29,9 +29,12 @@
 //! | `quality` | string | `good`, `uncertain`, `bad` |
 //! | `quality_reason` | string? | why not good |
 //!
-//! A blob's `value` is `{"content_type", "size", "name"?, "key"?, "data_base64"?}`: `key`
-//! names the object holding the bytes when the sink stores them apart; otherwise the bytes
-//! are inline as `data_base64`.
+//! A blob's `value` is `{"content_type", "size", "name"?, "meta"?, "key"?, "data_base64"?}`:
+//! `meta` holds what the instrument said about the object (e.g. FITS keywords: `OBJECT`,
+//! `EXPTIME`, ...) as an object of strings, numbers and booleans, present only when there
+//! is some (an additive field: schema 1 readers that ignore unknown keys are unaffected);
+//! `key` names the object holding the bytes when the sink stores them apart; otherwise the
+//! bytes are inline as `data_base64`.
 //!
 //! A gap marker is a line with `"type": "gap"` and `gateway`, `stream` (`*` when unknown),
 //! `first_seq`, `last_seq`, `count` (records lost; null when unknown), `first_ts`,
@@ -127,6 +130,9 @@ pub fn value_json(value: &Value, blob: BlobPlacement<'_>) -> serde_json::Value {
             });
             if let Some(n) = &b.name {
                 o["name"] = serde_json::json!(n);
+            }
+            if !b.meta.is_empty() {
+                o["meta"] = serde_json::json!(b.meta);
             }
             match blob {
                 BlobPlacement::Key(k) => o["key"] = serde_json::json!(k),

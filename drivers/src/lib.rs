@@ -7,7 +7,7 @@
 //!
 //! This crate knows nothing of the agent: streams, priorities, the buffer and the sinks are
 //! the agent's business. Each driver kind lives in its own module (`sim/`, `modbus/`,
-//! `serial/`, `http/`, `mqtt/`, and in later work `camera/`, `files/`),
+//! `serial/`, `http/`, `mqtt/`, `files/`, and in later work `camera/`),
 //! with a `config.rs` holding its raw, `deny_unknown_fields` configuration and a pure
 //! validation step returning a [`FieldError`]. A driver reports its instrument's state
 //! through [`DriverHealth`].
@@ -34,4 +34,4 @@ pub use driver::{
     BoxFuture, Committed, Driver, DriverContext, DriverError, Envelope, ReadingSender, SendError,
 };
 pub use health::{DriverHealth, DriverState, ErrorEvent, ErrorRing, HealthSnapshot};
-pub use reading::{Blob, Quality, Reading, TimeQuality, Timestamp, Value};
+pub use reading::{Blob, MetaValue, Quality, Reading, TimeQuality, Timestamp, Value};

@@ -5,6 +5,7 @@
 //! instrument or driver vouches for it. It carries no routing: the agent decides the
 //! stream, priority and sequence number.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -118,6 +119,16 @@ impl Quality {
     }
 }
 
+/// A scalar describing a blob: a FITS keyword's value, a file's size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MetaValue {
+    Bool(bool),
+    Integer(i64),
+    Number(f64),
+    Text(String),
+}
+
 /// A binary object an instrument produced: a camera frame, a FITS file, a raw capture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Blob {
@@ -126,6 +137,21 @@ pub struct Blob {
     /// Original file name where there is one.
     pub name: Option<String>,
     pub data: Bytes,
+    /// What the instrument said about the object (FITS header keywords, ...); travels
+    /// with the record, so consumers need not open the object to index it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, MetaValue>,
+}
+
+impl Blob {
+    pub fn new(content_type: impl Into<String>, name: Option<String>, data: Bytes) -> Self {
+        Self {
+            content_type: content_type.into(),
+            name,
+            data,
+            meta: BTreeMap::new(),
+        }
+    }
 }
 
 /// What the instrument said.

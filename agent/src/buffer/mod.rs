@@ -62,8 +62,10 @@
 //!         stream TEXT, priority INTEGER, ts INTEGER, ingest_ts INTEGER,
 //!         pending INTEGER,                    -- bit mask of sinks still owed
 //!         size INTEGER,                       -- accounted bytes (row + spool file)
-//!         body BLOB,                          -- postcard-encoded Reading (v1); a spooled
-//!                                             -- blob's data is left empty here
+//!         body BLOB,                          -- postcard-encoded Reading (v1, plus a
+//!                                             -- later BlobMeta variant that only blobs
+//!                                             -- with metadata use); a spooled blob's
+//!                                             -- data is left empty here
 //!         blob TEXT)                          -- spool file name, or NULL
 //! gaps(id INTEGER PRIMARY KEY, stream TEXT, first_seq INTEGER, last_seq INTEGER,
 //!      count INTEGER, first_ts INTEGER, last_ts INTEGER, reason TEXT,

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags};
 use std::borrow::Cow;
 
-use skygate_drivers::{Blob, Quality, Reading, TimeQuality, Timestamp, Value};
+use skygate_drivers::{Blob, MetaValue, Quality, Reading, TimeQuality, Timestamp, Value};
 
 use super::BufferError;
 use crate::config::Durability;
@@ -142,6 +142,23 @@ enum ValueV1<'a> {
         name: Option<Cow<'a, str>>,
         data: Bytes,
     },
+    /// A blob with metadata. Appended after v1's variants (postcard numbers variants in
+    /// order), so every body written before it still decodes; bodies of blobs without
+    /// metadata are written exactly as before.
+    BlobMeta {
+        content_type: Cow<'a, str>,
+        name: Option<Cow<'a, str>>,
+        data: Bytes,
+        meta: Vec<(Cow<'a, str>, MetaV1<'a>)>,
+    },
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum MetaV1<'a> {
+    Bool(bool),
+    Integer(i64),
+    Number(f64),
+    Text(Cow<'a, str>),
 }
 
 /// Encodes a reading for the `body` column. When `spooled`, a blob's bytes are left out
@@ -153,15 +170,42 @@ pub fn encode_body(r: &Reading, spooled: bool) -> Vec<u8> {
         Value::Bool(v) => ValueV1::Bool(*v),
         Value::Text(t) => ValueV1::Text(Cow::Borrowed(t)),
         Value::Bytes(b) => ValueV1::Bytes(b.clone()),
-        Value::Blob(b) => ValueV1::Blob {
-            content_type: Cow::Borrowed(&b.content_type),
-            name: b.name.as_deref().map(Cow::Borrowed),
-            data: if spooled {
+        Value::Blob(b) => {
+            let content_type = Cow::Borrowed(b.content_type.as_str());
+            let name = b.name.as_deref().map(Cow::Borrowed);
+            let data = if spooled {
                 Bytes::new()
             } else {
                 b.data.clone()
-            },
-        },
+            };
+            if b.meta.is_empty() {
+                ValueV1::Blob {
+                    content_type,
+                    name,
+                    data,
+                }
+            } else {
+                let meta = b
+                    .meta
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            MetaValue::Bool(x) => MetaV1::Bool(*x),
+                            MetaValue::Integer(x) => MetaV1::Integer(*x),
+                            MetaValue::Number(x) => MetaV1::Number(*x),
+                            MetaValue::Text(x) => MetaV1::Text(Cow::Borrowed(x)),
+                        };
+                        (Cow::Borrowed(k.as_str()), v)
+                    })
+                    .collect();
+                ValueV1::BlobMeta {
+                    content_type,
+                    name,
+                    data,
+                    meta,
+                }
+            }
+        }
     };
     let (quality, reason) = match &r.quality {
         Quality::Good => (0, None),
@@ -203,11 +247,28 @@ pub fn decode_body(seq: u64, body: &[u8]) -> Result<Reading, BufferError> {
                 content_type,
                 name,
                 data,
-            } => Value::Blob(Blob {
-                content_type: content_type.into_owned(),
-                name: name.map(Cow::into_owned),
+            } => Value::Blob(Blob::new(content_type, name.map(Cow::into_owned), data)),
+            ValueV1::BlobMeta {
+                content_type,
+                name,
                 data,
-            }),
+                meta,
+            } => {
+                let mut blob = Blob::new(content_type, name.map(Cow::into_owned), data);
+                blob.meta = meta
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            MetaV1::Bool(x) => MetaValue::Bool(x),
+                            MetaV1::Integer(x) => MetaValue::Integer(x),
+                            MetaV1::Number(x) => MetaValue::Number(x),
+                            MetaV1::Text(x) => MetaValue::Text(x.into_owned()),
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                Value::Blob(blob)
+            }
         },
         unit: b.unit.as_deref().map(Arc::from),
         quality: match b.quality {
@@ -318,11 +379,21 @@ mod tests {
 
     #[test]
     fn every_value_kind_and_quality_survives_the_body_codec() {
-        let blob = Value::Blob(Blob {
-            content_type: "image/jpeg".into(),
-            name: Some("f.jpg".into()),
-            data: Bytes::from_static(b"\xff\xd8jpeg"),
-        });
+        let blob = Value::Blob(Blob::new(
+            "image/jpeg",
+            Some("f.jpg".into()),
+            Bytes::from_static(b"\xff\xd8jpeg"),
+        ));
+        let mut fits = Blob::new("application/fits", None, Bytes::from_static(b"SIMPLE"));
+        fits.meta = [
+            ("OBJECT", MetaValue::Text("M31".into())),
+            ("EXPTIME", MetaValue::Number(30.5)),
+            ("NAXIS", MetaValue::Integer(2)),
+            ("SIMPLE", MetaValue::Bool(true)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
         for (v, q) in [
             (Value::Number(-1.5), Quality::Good),
             (Value::Integer(i64::MIN), Quality::Uncertain("stale".into())),
@@ -333,6 +404,7 @@ mod tests {
                 Quality::Good,
             ),
             (blob, Quality::Good),
+            (Value::Blob(fits), Quality::Good),
         ] {
             let r = reading(v, q);
             assert_eq!(decode_body(1, &encode_body(&r, false)).expect("decode"), r);
@@ -342,11 +414,11 @@ mod tests {
     #[test]
     fn a_spooled_blob_keeps_its_metadata_but_not_its_bytes_in_the_body() {
         let r = reading(
-            Value::Blob(Blob {
-                content_type: "application/fits".into(),
-                name: None,
-                data: Bytes::from(vec![7u8; 100_000]),
-            }),
+            Value::Blob(Blob::new(
+                "application/fits",
+                None,
+                Bytes::from(vec![7u8; 100_000]),
+            )),
             Quality::Good,
         );
         let body = encode_body(&r, true);

@@ -624,11 +624,11 @@ fn large_blobs_live_in_spool_files_until_their_record_is_acknowledged() {
         let (b, g) = open(d.path(), 1 << 30);
         let mut r = new_record(&b, "s0", 5, 0);
         let data = Bytes::from((0..50_000u32).map(|i| i as u8).collect::<Vec<_>>());
-        r.record.reading.value = Value::Blob(Blob {
-            content_type: "image/jpeg".into(),
-            name: Some("frame.jpg".into()),
-            data: data.clone(),
-        });
+        r.record.reading.value = Value::Blob(Blob::new(
+            "image/jpeg",
+            Some("frame.jpg".into()),
+            data.clone(),
+        ));
         b.append_durable(vec![r]).await.expect("append");
         let spool = d.path().join("spool");
         assert_eq!(
@@ -799,11 +799,8 @@ fn export_writes_the_documented_ndjson_with_blobs_inline() {
     rt().block_on(async {
         let (b, g) = open(d.path(), 1 << 30);
         let mut r = new_record(&b, "s0", 5, 0);
-        r.record.reading.value = Value::Blob(Blob {
-            content_type: "text/plain".into(),
-            name: None,
-            data: Bytes::from_static(b"hello"),
-        });
+        r.record.reading.value =
+            Value::Blob(Blob::new("text/plain", None, Bytes::from_static(b"hello")));
         b.append_durable(vec![r, new_record(&b, "s0", 5, 1)])
             .await
             .expect("append");

@@ -153,6 +153,7 @@ pub enum DriverKindRaw {
     Serial(Box<skygate_drivers::serial::SerialConfig>),
     Http(Box<skygate_drivers::http::HttpConfig>),
     Mqtt(Box<skygate_drivers::mqtt::MqttConfig>),
+    Files(Box<skygate_drivers::files::FilesConfig>),
 }
 
 #[derive(Debug, Clone)]
@@ -375,6 +376,12 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
                 rest,
                 |raw: skygate_drivers::mqtt::MqttConfigRaw| raw.validate(name.get_ref()),
             )?)),
+            "files" => DriverKindRaw::Files(Box::new(driver_config(
+                file,
+                &name,
+                rest,
+                skygate_drivers::files::FilesConfigRaw::validate,
+            )?)),
             _ => return Err(unknown_kind(file, &kind, "driver", &name, DRIVER_KINDS)),
         };
         parsed.drivers.push((name, DriverRaw { common, kind }));
@@ -394,7 +401,7 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
 }
 
 /// Driver kinds this build knows.
-pub const DRIVER_KINDS: &[&str] = &["sim", "modbus", "serial", "http", "mqtt"];
+pub const DRIVER_KINDS: &[&str] = &["sim", "modbus", "serial", "http", "mqtt", "files"];
 /// Sink kinds this build knows.
 pub const SINK_KINDS: &[&str] = &["bucket"];
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use skygate_drivers::files::FilesConfig;
 use skygate_drivers::http::HttpConfig;
 use skygate_drivers::modbus::ModbusConfig;
 use skygate_drivers::mqtt::MqttConfig;
@@ -133,6 +134,7 @@ pub enum DriverKind {
     Serial(SerialConfig),
     Http(HttpConfig),
     Mqtt(MqttConfig),
+    Files(FilesConfig),
 }
 
 impl DriverKind {
@@ -144,6 +146,7 @@ impl DriverKind {
             Self::Serial(_) => "serial",
             Self::Http(_) => "http",
             Self::Mqtt(_) => "mqtt",
+            Self::Files(_) => "files",
         }
     }
 }
@@ -317,6 +320,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
                 }
                 DriverKind::Mqtt((**cfg).clone())
             }
+            DriverKindRaw::Files(cfg) => DriverKind::Files((**cfg).clone()),
         };
         drivers.insert(
             name.clone(),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skygate_bsp::{Board, GenericLinux};
+use skygate_drivers::files::FilesDriver;
 use skygate_drivers::http::HttpDriver;
 use skygate_drivers::modbus::ModbusDriver;
 use skygate_drivers::mqtt::{LocalBroker, MqttDriver};
@@ -366,6 +367,11 @@ impl DriverFactory {
             DriverKind::Serial(cfg) => Box::new(SerialDriver::new(&d.name, cfg)),
             DriverKind::Http(cfg) => Box::new(HttpDriver::new(&d.name, cfg)),
             DriverKind::Mqtt(cfg) => Box::new(MqttDriver::new(&d.name, cfg, self.local.clone())),
+            DriverKind::Files(cfg) => Box::new(FilesDriver::new(
+                &d.name,
+                cfg,
+                self.data_dir.join("drivers").join(&d.name),
+            )),
         }
     }
 

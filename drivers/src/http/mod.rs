@@ -214,11 +214,7 @@ impl Driver for HttpDriver {
                             self.name.clone(),
                             Arc::from("document"),
                             (ts, tq),
-                            Value::Blob(Blob {
-                                content_type,
-                                name: Some(name.clone()),
-                                data: body,
-                            }),
+                            Value::Blob(Blob::new(content_type, Some(name.clone()), body)),
                             None,
                         );
                         if ctx.out.send(reading).await.is_err() {

@@ -94,11 +94,11 @@ impl Decoder {
             return Ok(Payload {
                 values: vec![Decoded {
                     field: String::new(),
-                    value: Ok(Value::Blob(Blob {
-                        content_type: content_type.clone(),
-                        name: None,
-                        data: payload.clone(),
-                    })),
+                    value: Ok(Value::Blob(Blob::new(
+                        content_type.clone(),
+                        None,
+                        payload.clone(),
+                    ))),
                     unit: None,
                 }],
                 ts: None,

@@ -391,11 +391,11 @@ impl SerialDriver {
             {
                 let data = bytes::Bytes::from(std::mem::take(&mut held));
                 let name = format!("{}-{}.bin", self.name, now.0.as_nanos());
-                let blob = Value::Blob(crate::reading::Blob {
-                    content_type: "application/octet-stream".into(),
-                    name: Some(name),
+                let blob = Value::Blob(crate::reading::Blob::new(
+                    "application/octet-stream",
+                    Some(name),
                     data,
-                });
+                ));
                 if ctx
                     .out
                     .send(self.reading("capture", blob, None, now))

@@ -50,11 +50,7 @@ impl Signal {
             SignalKind::Blob => {
                 let mut data = vec![0u8; c.size];
                 self.rng.fill(&mut data[..]);
-                Value::Blob(Blob {
-                    content_type: c.content_type.clone(),
-                    name: None,
-                    data: Bytes::from(data),
-                })
+                Value::Blob(Blob::new(c.content_type.clone(), None, Bytes::from(data)))
             }
         }
     }
