@@ -3,12 +3,15 @@
 //! The [`Board`] trait is the seam: identity, disk space, temperatures. [`GenericLinux`]
 //! reads them from the usual places (machine-id, DMI, device tree, sysfs thermal zones);
 //! board-specific files live in `bsp/boards/<board>.toml` and `bsp/systemd/`. The
-//! [`systemd`] module speaks the sd_notify protocol (readiness, watchdog, status).
+//! [`systemd`] module speaks the sd_notify protocol (readiness, watchdog, status);
+//! [`clock`] reads the kernel's clock discipline (adjtimex).
 //!
-//! This crate depends on neither the agent nor the drivers.
+//! This crate depends on neither the agent nor the drivers. It is the one crate allowed
+//! `unsafe` (denied by default, allowed per function with a SAFETY note): `clock` only.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod clock;
 pub mod systemd;
 
 use std::path::{Path, PathBuf};

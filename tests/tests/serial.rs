@@ -78,6 +78,11 @@ fn nmea_over_a_pty_gives_fixes_counts_broken_lines_and_survives_the_port_vanishi
         send(&receiver, &good.concat());
         gps(&data)["channels"]["latitude"]["value"].is_number()
     });
+    // The valid RMC names a time: the gateway clock's offset from it is a reading.
+    wait_until(Duration::from_secs(10), "the clock offset", || {
+        let offset = gps(&data)["channels"]["clock_offset"].clone();
+        offset["value"].is_number() && offset["unit"] == "s"
+    });
     send(&receiver, &format!("{bad_sum}{noise}{overlong}{field}"));
     // A good sentence after the junk still decodes: the overlong line did not swallow it.
     wait_until(Duration::from_secs(20), "the counters", || {

@@ -108,7 +108,7 @@ pub async fn start(
         data_dir,
         stop,
         Arc::new(GenericLinux::default()),
-        Arc::new(SystemClock::default()),
+        Arc::new(SystemClock::default().with_probe(Box::new(kernel_sync))),
     )
     .await
 }
@@ -320,6 +320,17 @@ pub async fn start_with(
         reload: reload_tx,
         stop,
         task,
+    })
+}
+
+/// The kernel's adjtimex state as the clock's synchronisation (None: cannot tell).
+fn kernel_sync() -> Option<skygate_drivers::clock::SyncState> {
+    use skygate_drivers::clock::SyncState;
+    let k = skygate_bsp::clock::kernel_clock().ok()?;
+    Some(match (k.synced, k.pps) {
+        (false, _) => SyncState::Unsynced,
+        (true, true) => SyncState::Pps,
+        (true, false) => SyncState::Ntp,
     })
 }
 

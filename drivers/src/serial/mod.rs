@@ -56,8 +56,30 @@ struct Counts {
     field_errors: u64,
 }
 
-/// Readings from one decoded NMEA sentence.
-fn nmea_readings(s: &Sentence) -> Vec<(&'static str, Value, Option<&'static str>)> {
+/// The UTC instant an RMC or ZDA sentence names.
+fn gps_instant(date: Option<(u16, u8, u8)>, time: Option<nmea::TimeOfDay>) -> Option<Timestamp> {
+    let ((y, mo, d), t) = (date?, time?);
+    let whole = t.second.trunc();
+    let nanos = ((t.second - whole) * 1e9).round() as u32;
+    chrono::NaiveDate::from_ymd_opt(i32::from(y), u32::from(mo), u32::from(d))?
+        .and_hms_nano_opt(
+            u32::from(t.hour),
+            u32::from(t.minute),
+            whole as u32,
+            nanos.min(999_999_999),
+        )?
+        .and_utc()
+        .timestamp_nanos_opt()
+        .map(Timestamp)
+}
+
+/// Readings from one decoded NMEA sentence, read at `now`.
+///
+/// `clock_offset` (RMC with a valid fix, ZDA) is the gateway's clock minus the time the
+/// receiver names, in seconds: it includes the sentence's serial latency (typically
+/// 0.1-1 s after the second it names), so it shows a clock that is off by seconds, not
+/// milliseconds; PPS is the way to the latter.
+fn nmea_readings(s: &Sentence, now: Timestamp) -> Vec<(&'static str, Value, Option<&'static str>)> {
     let mut out = Vec::new();
     let mut num = |ch: &'static str, v: Option<f64>, unit: Option<&'static str>| {
         if let Some(v) = v {
@@ -82,6 +104,10 @@ fn nmea_readings(s: &Sentence) -> Vec<(&'static str, Value, Option<&'static str>
         Sentence::Rmc(r) => {
             num("speed", r.speed_knots, Some("kn"));
             num("course", r.course_deg, Some("deg"));
+            if r.valid {
+                let offset = gps_instant(r.date, r.time).map(|g| (now.0 - g.0) as f64 / 1e9);
+                num("clock_offset", offset, Some("s"));
+            }
             out.push(("fix_valid", Value::Bool(r.valid), None));
         }
         Sentence::Gsa(g) => {
@@ -94,7 +120,11 @@ fn nmea_readings(s: &Sentence) -> Vec<(&'static str, Value, Option<&'static str>
                 None,
             ));
         }
-        Sentence::Zda(_) | Sentence::Other(_) => {}
+        Sentence::Zda(z) => {
+            let offset = gps_instant(z.date, z.time).map(|g| (now.0 - g.0) as f64 / 1e9);
+            num("clock_offset", offset, Some("s"));
+        }
+        Sentence::Other(_) => {}
     }
     out
 }
@@ -176,7 +206,7 @@ impl SerialDriver {
         match nmea::parse(text) {
             Ok(s) => {
                 counts.decoded += 1;
-                nmea_readings(&s)
+                nmea_readings(&s, now.0)
                     .into_iter()
                     .map(|(ch, v, unit)| self.reading(ch, v, unit, now))
                     .collect()
@@ -409,5 +439,36 @@ impl SerialDriver {
                 return f;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_rmc_and_a_zda_give_the_clock_offset_against_the_receiver() {
+        let sentence = |body: &str| {
+            let sum = body.bytes().fold(0u8, |a, b| a ^ b);
+            nmea::parse(&format!("${body}*{sum:02X}")).expect("valid sentence")
+        };
+        let rmc = sentence("GPRMC,123519.50,A,2437.6320,S,07024.2880,W,0.0,0.0,221126,,");
+        // 2026-11-22T12:35:19.5Z, and a gateway clock 0.25 s ahead of it.
+        let gps = Timestamp(1_795_350_919_500_000_000);
+        let now = Timestamp(gps.0 + 250_000_000);
+        let values = nmea_readings(&rmc, now);
+        let offset = values
+            .iter()
+            .find(|(ch, _, _)| *ch == "clock_offset")
+            .expect("clock_offset");
+        assert_eq!(offset.1, Value::Number(0.25));
+        assert_eq!(offset.2, Some("s"));
+        let no_fix = sentence("GPRMC,123519.50,V,,,,,,,221126,,");
+        assert!(
+            !nmea_readings(&no_fix, now)
+                .iter()
+                .any(|(ch, _, _)| *ch == "clock_offset"),
+            "no offset without a valid fix"
+        );
     }
 }
