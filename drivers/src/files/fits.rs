@@ -168,6 +168,27 @@ fn scalar(v: &str) -> Result<HeaderValue, String> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Headers made of arbitrary cards after a valid SIMPLE card, and plain noise:
+        /// parsed or refused, never a panic, and never reading past the input.
+        #[test]
+        fn no_bytes_make_the_header_parser_panic(
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..6000),
+            cards in proptest::collection::vec("[ -~]{80}", 0..80),
+            end: bool,
+        ) {
+            let _ = parse_header(&noise);
+            let mut h = format!("{:<80}", "SIMPLE  =                    T");
+            for c in &cards {
+                h.push_str(c);
+            }
+            if end {
+                h.push_str(&format!("{:<80}", "END"));
+            }
+            let _ = parse_header(h.as_bytes());
+        }
+    }
+
     /// A header from cards, padded to whole blocks.
     pub(crate) fn header(cards: &[&str]) -> Vec<u8> {
         let mut out = Vec::new();

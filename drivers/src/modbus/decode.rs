@@ -162,6 +162,14 @@ impl Point {
                 Value::Text(text.trim_end().to_string())
             }
             DataType::Bits => {
+                // Validated config keeps bits within the register; checked again here so
+                // decoding stays total for any Point.
+                if self.bits == 0 || u32::from(self.bit) + u32::from(self.bits) > 16 {
+                    return Err(DecodeError::BitRange {
+                        bit: self.bit,
+                        bits: self.bits,
+                    });
+                }
                 let v = (w[0] >> self.bit) & (((1u32 << self.bits) - 1) as u16);
                 if self.bits == 1 {
                     Value::Bool(v == 1)
@@ -181,6 +189,8 @@ pub enum DecodeError {
     NotRegisters,
     #[error("not a finite number (NaN or infinity)")]
     NotFinite,
+    #[error("bits {bit}..{end} do not fit a 16-bit register", end = u16::from(*bit) + u16::from(*bits))]
+    BitRange { bit: u8, bits: u8 },
 }
 
 /// One read request: a contiguous span of one table on one unit, covering some points.
@@ -232,6 +242,37 @@ pub fn plan(points: &[Point], max_registers: u16, max_bits: u16) -> Vec<Request>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Any words (of any length) for any type, order, bit range and string length:
+        /// a value or an error, never a panic.
+        #[test]
+        fn no_register_contents_make_decoding_panic(
+            words in proptest::collection::vec(proptest::num::u16::ANY, 0..8),
+            ty in 0usize..11,
+            little_words: bool,
+            little_bytes: bool,
+            bit in 0u8..20,
+            bits in 0u8..20,
+            length in 0u16..6,
+        ) {
+            let types = [
+                DataType::Bool, DataType::U16, DataType::I16, DataType::U32, DataType::I32,
+                DataType::U64, DataType::I64, DataType::F32, DataType::F64, DataType::String,
+                DataType::Bits,
+            ];
+            let order = |little| if little { Order::Little } else { Order::Big };
+            let p = Point {
+                word_order: order(little_words),
+                byte_order: order(little_bytes),
+                bit,
+                bits,
+                length,
+                ..point(types[ty])
+            };
+            let _ = p.decode_words(&words);
+        }
+    }
 
     fn point(data_type: DataType) -> Point {
         Point {

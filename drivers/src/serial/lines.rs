@@ -196,6 +196,32 @@ impl LineParser {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any line against a regex parser and a delimited one: values or an error.
+        #[test]
+        fn no_line_makes_the_line_parser_panic(line in "\\PC{0,200}") {
+            let re = LineParser::new(
+                Some(r"(?P<a>-?[0-9.]+)\s+(?P<b>\S+)".into()),
+                None,
+                None,
+                BTreeMap::new(),
+            )
+            .expect("valid");
+            let delimited = LineParser::new(
+                None,
+                Some(";".into()),
+                Some(vec!["a".into(), "".into(), "b".into()]),
+                BTreeMap::from([(
+                    "b".to_string(),
+                    ChannelRaw { value_type: Some(ValueType::Integer), ..ChannelRaw::default() },
+                )]),
+            )
+            .expect("valid");
+            let _ = re.parse(&line);
+            let _ = delimited.parse(&line);
+        }
+    }
+
     fn ch(unit: &str, scale: Option<f64>) -> ChannelRaw {
         ChannelRaw {
             unit: Some(unit.into()),

@@ -294,6 +294,21 @@ fn ddmmyy(s: &'static str, i: usize, v: &str) -> Result<Option<(u16, u8, u8)>, N
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Noise, and sentence-shaped text with a right checksum: parsed or refused.
+        #[test]
+        fn no_line_makes_the_nmea_parser_panic(
+            noise in "\\PC{0,120}",
+            talker in "(GP|GN|GL)(GGA|RMC|ZDA|GSA|GSV)",
+            fields in proptest::collection::vec("[0-9A-Z.,+-]{0,12}", 0..20),
+        ) {
+            let _ = parse(&noise);
+            let body = format!("{talker},{}", fields.join(","));
+            let sum = body.bytes().fold(0u8, |a, b| a ^ b);
+            let _ = parse(&format!("${body}*{sum:02X}"));
+        }
+    }
+
     /// Appends the right checksum.
     fn with_sum(data: &str) -> String {
         let sum = data.bytes().fold(0u8, |a, b| a ^ b);
