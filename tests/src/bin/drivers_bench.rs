@@ -1,21 +1,27 @@
-//! Modbus polling overhead, against the pymodbus 3.16.1 TCP station of the tests.
+//! Driver overhead against real peers.
 //!
-//! Ceiling: a raw tokio-modbus loop reading the station's 23 holding registers back to
+//! **Modbus**, against the pymodbus 3.16.1 TCP station of the tests. Ceiling: a raw
+//! tokio-modbus loop reading the station's 23 holding registers back to
 //! back. Then the Modbus driver polling the same registers (all 12 points decoded) on two
 //! units every 10 ms (its shortest poll), in the same process and run. Printed: requests
 //! per second, CPU per request of this process (the device is another process), and the
 //! ratios. A driver poll that costs little more CPU than the bare request is the goal:
 //! on a gateway the instrument, not the agent, should be the limit.
 //!
-//!     cargo run --release -p skygate-e2e --bin skygate-bench-modbus [-- --seconds 5]
+//! **Serial**: NMEA sentences pushed through a pty (socat) as fast as `yes` writes them,
+//! decoded by the serial driver; the driver's CPU per line against the time the same line
+//! takes on the wire at 115200 baud (8N1: 10 bits a byte). The target is under 1%.
+//!
+//!     cargo run --release -p skygate-e2e --bin skygate-bench-drivers [-- --seconds 5]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use skygate_drivers::modbus::{ModbusConfigRaw, ModbusDriver};
+use skygate_drivers::serial::{SerialConfigRaw, SerialDriver};
 use skygate_drivers::{Driver, DriverContext, ReadingSender, SystemClock};
-use skygate_e2e::{Peer, free_port, peer_python, peers_dir};
+use skygate_e2e::{Peer, free_port, peer_python, peers_dir, pty_pair};
 use tokio_modbus::client::Reader;
 use tokio_util::sync::CancellationToken;
 
@@ -127,6 +133,79 @@ async fn driver(port: u16, secs: f64) -> anyhow::Result<(Phase, f64)> {
     ))
 }
 
+/// An RMC sentence with its checksum (72 bytes with CRLF on the wire).
+fn rmc() -> String {
+    let body = "GPRMC,123519.00,A,2437.6320,S,07024.2880,W,0.0,0.0,221126,,";
+    let sum = body.bytes().fold(0u8, |a, b| a ^ b);
+    format!("${body}*{sum:02X}")
+}
+
+struct SerialPhase {
+    lines_per_s: f64,
+    cpu_us_per_line: f64,
+    wire_us_per_line: f64,
+}
+
+async fn serial(secs: f64) -> anyhow::Result<SerialPhase> {
+    let dir = tempfile::tempdir()?;
+    let (port, feed) = (dir.path().join("ttyGPS"), dir.path().join("ttyFEED"));
+    let _socat = pty_pair(&port, &feed);
+    let cfg: SerialConfigRaw = toml::from_str(&format!(
+        "serial_port = \"{}\"\nbaud = 115200\nprotocol = \"nmea\"\ncounters_every = \"1h\"\n",
+        port.display()
+    ))?;
+    let cfg = cfg
+        .validate()
+        .map_err(|e| anyhow::anyhow!("bench config: {e}"))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(10_000);
+    let cancel = CancellationToken::new();
+    let fixes = Arc::new(AtomicU64::new(0));
+    let counted = fixes.clone();
+    let consumer = tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            let e: skygate_drivers::Envelope = e;
+            // One `fix_valid` reading per decoded RMC line.
+            if &*e.reading.channel == "fix_valid" {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let ctx = DriverContext {
+        out: ReadingSender::new(tx),
+        cancel: cancel.clone(),
+        clock: Arc::new(SystemClock::default()),
+        health: Default::default(),
+    };
+    let task = tokio::spawn(Box::new(SerialDriver::new("gps", &cfg)).run(ctx));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // `yes` in its own process: its CPU is not counted as the driver's. It writes
+    // `line\r\n` until killed.
+    let line = rmc();
+    let mut writer = std::process::Command::new("yes")
+        .arg(format!("{line}\r"))
+        .stdout(std::fs::OpenOptions::new().write(true).open(&feed)?)
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (n0, t0, c0) = (fixes.load(Ordering::Relaxed), Instant::now(), cpu_seconds());
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let (n1, dt, cpu) = (
+        fixes.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+        cpu_seconds() - c0,
+    );
+    let _ = writer.kill();
+    let _ = writer.wait();
+    cancel.cancel();
+    let _ = task.await;
+    consumer.abort();
+    let lines = (n1 - n0).max(1);
+    Ok(SerialPhase {
+        lines_per_s: lines as f64 / dt,
+        cpu_us_per_line: cpu * 1e6 / lines as f64,
+        wire_us_per_line: (line.len() + 2) as f64 * 10.0 / 115_200.0 * 1e6,
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let secs: f64 = std::env::args()
         .skip_while(|a| a != "--seconds")
@@ -149,9 +228,8 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    println!(
-        "skygate Modbus polling benchmark ({secs} s windows, pymodbus 3.16.1 over loopback TCP)"
-    );
+    println!("skygate driver benchmark ({secs} s windows)");
+    println!("\nModbus: pymodbus 3.16.1 station over loopback TCP");
     let raw = rt.block_on(raw_loop(port, secs))?;
     let (drv, readings_per_s) = rt.block_on(driver(port, secs))?;
     println!(
@@ -174,6 +252,25 @@ fn main() -> anyhow::Result<()> {
     println!(
         "  driver CPU per poll vs raw CPU per request   {:>11.2}x",
         drv.cpu_us_per_request / raw.cpu_us_per_request.max(f64::EPSILON)
+    );
+
+    let s = rt.block_on(serial(secs))?;
+    println!("\nSerial: NMEA RMC lines through a pty, decoded by the serial driver");
+    println!(
+        "  lines/s decoded (as fast as the pty delivers) {:>11.0}",
+        s.lines_per_s
+    );
+    println!(
+        "  driver CPU per line                           {:>9.1} us",
+        s.cpu_us_per_line
+    );
+    println!(
+        "  the line's time on the wire at 115200 8N1     {:>9.1} us",
+        s.wire_us_per_line
+    );
+    println!(
+        "  driver CPU vs line time                       {:>10.2} %",
+        100.0 * s.cpu_us_per_line / s.wire_us_per_line
     );
     Ok(())
 }
