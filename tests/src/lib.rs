@@ -463,7 +463,13 @@ pub fn peers_dir() -> PathBuf {
 }
 
 /// `socat` joining two fresh ptys, linked at `a` and `b`; waits until both links exist.
+///
+/// Links left by an earlier pair (a killed socat does not remove them) are removed first:
+/// they point at pty numbers the kernel may have handed to another test by now, and
+/// waiting on them would return before the new links exist.
 pub fn pty_pair(a: &Path, b: &Path) -> Peer {
+    let _ = std::fs::remove_file(a);
+    let _ = std::fs::remove_file(b);
     let arg = |p: &Path| format!("pty,raw,echo=0,link={}", p.display());
     let peer = Peer::start("socat", Path::new("socat"), &[&arg(a), &arg(b)], false);
     wait_until(Duration::from_secs(10), "socat's ptys", || {

@@ -133,7 +133,10 @@ fn the_embedded_default_runs_with_no_config_and_fills_the_local_bucket() {
         || {
             let b = skygate_e2e::read_bucket(&data.join("bucket"));
             b.records.iter().any(|r| r["stream"] == "weather")
-                && b.records.iter().any(|r| r["stream"] == "gps")
+                && b.records
+                    .iter()
+                    .any(|r| r["stream"] == "gps" && r["channel"] == "fix_quality")
+                && b.records.iter().any(|r| r["stream"] == "sky.quality")
                 && b.blob_objects > 0
         },
     );

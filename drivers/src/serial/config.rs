@@ -10,6 +10,7 @@
 //! # [drivers.gps.channels.temperature] unit = "degC", scale, offset, type
 //! silence = "10s"              # no bytes for this long: the driver says failing
 //! counters_every = "60s"       # framing/checksum counters as readings this often
+//! # simulate = true            # no port: a simulated GPS (nmea) or SQM-LE (lines)
 //! ```
 
 use std::collections::BTreeMap;
@@ -42,6 +43,8 @@ pub struct CaptureSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SerialConfigRaw {
+    /// A simulated instrument instead of a port: a GPS for `nmea`, an SQM-LE for `lines`.
+    pub simulate: Option<bool>,
     pub serial_port: Option<String>,
     pub baud: Option<u32>,
     pub parity: Option<Parity>,
@@ -77,12 +80,31 @@ pub struct SerialConfig {
     pub capture: Option<CaptureSettings>,
     pub silence: Duration,
     pub counters_every: Duration,
+    /// Read a simulated instrument (see `serial::sim`) instead of `line`.
+    pub simulate: bool,
 }
 
 impl SerialConfigRaw {
     pub fn validate(self) -> Result<SerialConfig, FieldError> {
+        let simulate = self.simulate.unwrap_or(false);
+        if simulate {
+            refuse(
+                &[("serial_port", self.serial_port.is_some())],
+                "a simulated instrument has no port",
+            )?;
+            if self.protocol == Protocol::Raw {
+                return Err(field_err(
+                    "simulate",
+                    "simulates an NMEA GPS (protocol = \"nmea\") or an SQM-LE meter (\"lines\")",
+                ));
+            }
+        }
         let line = LineRaw {
-            serial_port: self.serial_port,
+            serial_port: if simulate {
+                Some("(simulated)".into())
+            } else {
+                self.serial_port
+            },
             baud: self.baud,
             parity: self.parity,
             data_bits: self.data_bits,
@@ -146,6 +168,7 @@ impl SerialConfigRaw {
             capture,
             silence,
             counters_every,
+            simulate,
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod lines;
 pub mod nmea;
 pub mod port;
+pub mod sim;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,7 +252,12 @@ impl Driver for SerialDriver {
             let mut counters_tick = tokio::time::interval(cfg.counters_every);
             counters_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let port = match cfg.line.open() {
+                let opened = if cfg.simulate {
+                    Ok(Box::new(sim::spawn(cfg.protocol)) as Port)
+                } else {
+                    cfg.line.open().map(|p| Box::new(p) as Port)
+                };
+                let port = match opened {
                     Ok(p) => p,
                     Err(e) => {
                         failures += 1;
@@ -286,6 +292,9 @@ impl Driver for SerialDriver {
     }
 }
 
+/// Where bytes come from: a serial port, or a simulated instrument.
+type Port = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
 /// How a read loop ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
@@ -299,7 +308,7 @@ impl SerialDriver {
     /// Reads lines and decodes them until the port fails or the driver stops.
     async fn read_lines(
         &self,
-        port: tokio_serial::SerialStream,
+        port: Port,
         ctx: &DriverContext,
         counts: &mut Counts,
         counters_tick: &mut tokio::time::Interval,
@@ -376,12 +385,7 @@ impl SerialDriver {
     /// Raw capture: the byte stream as blobs of at most `chunk_bytes`, each sent when full
     /// or `chunk_age` after its first byte, and whatever is held when the port fails or
     /// the driver stops, so no captured byte is dropped.
-    async fn capture(
-        &self,
-        mut port: tokio_serial::SerialStream,
-        c: &CaptureSettings,
-        ctx: &DriverContext,
-    ) -> Flow {
+    async fn capture(&self, mut port: Port, c: &CaptureSettings, ctx: &DriverContext) -> Flow {
         let mut held: Vec<u8> = Vec::new();
         let mut first: Option<(Timestamp, TimeQuality)> = None;
         let mut due = tokio::time::Instant::now();
