@@ -137,6 +137,13 @@ fn the_embedded_default_runs_with_no_config_and_fills_the_local_bucket() {
                     .iter()
                     .any(|r| r["stream"] == "gps" && r["channel"] == "fix_quality")
                 && b.records.iter().any(|r| r["stream"] == "sky.quality")
+                && b.records
+                    .iter()
+                    .any(|r| r["stream"] == "dome" && r["channel"] == "main.temperature")
+                && b.records.iter().any(|r| {
+                    r["stream"] == "camera.frames"
+                        && r["value"]["meta"]["INSTRUME"] == "SKYGATE-SIM"
+                })
                 && b.blob_objects > 0
         },
     );

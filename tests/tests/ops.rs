@@ -326,7 +326,12 @@ fn every_command_answers_against_the_embedded_default_with_its_json_shape() {
         .iter()
         .filter_map(|d| d["name"].as_str())
         .collect();
-    assert_eq!(names, ["allsky", "gps", "skygate", "sqm", "weather"]);
+    assert_eq!(
+        names,
+        [
+            "allsky", "camera", "dome", "gps", "skygate", "sqm", "weather"
+        ]
+    );
     has_keys(
         &drivers[0],
         &[

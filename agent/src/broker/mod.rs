@@ -66,14 +66,18 @@ pub enum BrokerError {
 /// A running embedded broker, as drivers subscribe to it.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBroker {
-    hub: mpsc::Sender<Subscribe>,
+    hub: mpsc::Sender<HubCmd>,
 }
 
 #[derive(Debug)]
-struct Subscribe {
-    name: String,
-    filters: Vec<TopicFilter>,
-    reply: oneshot::Sender<mpsc::Receiver<Message>>,
+enum HubCmd {
+    Subscribe {
+        name: String,
+        filters: Vec<TopicFilter>,
+        reply: oneshot::Sender<mpsc::Receiver<Message>>,
+    },
+    /// From a simulated instrument: into the broker like any client's publish.
+    Publish(Message),
 }
 
 impl LocalBroker for EmbeddedBroker {
@@ -86,7 +90,7 @@ impl LocalBroker for EmbeddedBroker {
         let name = subscriber.to_string();
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            hub.send(Subscribe {
+            hub.send(HubCmd::Subscribe {
                 name,
                 filters,
                 reply,
@@ -94,6 +98,15 @@ impl LocalBroker for EmbeddedBroker {
             .await
             .map_err(|_| "the embedded broker has stopped".to_string())?;
             rx.await
+                .map_err(|_| "the embedded broker has stopped".to_string())
+        })
+    }
+
+    fn publish(&self, msg: Message) -> BoxFuture<Result<(), String>> {
+        let hub = self.hub.clone();
+        Box::pin(async move {
+            hub.send(HubCmd::Publish(msg))
+                .await
                 .map_err(|_| "the embedded broker has stopped".to_string())
         })
     }
@@ -116,9 +129,15 @@ pub fn start(s: &BrokerSettings, stop: CancellationToken) -> Result<EmbeddedBrok
     };
     // rumqttd binds in its own thread and only logs a failure there; find out here. The
     // port is free again when the probe drops, and taken by rumqttd a moment later.
-    if let Some(addr) = s.listen {
-        std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
-    }
+    // Port 0 (a demo or test broker) becomes the free port the probe was given.
+    let listen = match s.listen {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.local_addr())
+                .map_err(|source| BrokerError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
     // The TLS front binds for real; rumqttd gets a loopback port of its own behind it.
     let front = match (s.tls_listen, tls) {
         (Some(addr), Some(tls)) => {
@@ -164,7 +183,7 @@ pub fn start(s: &BrokerSettings, stop: CancellationToken) -> Result<EmbeddedBrok
         connections: connections.clone(),
     };
     let mut v4 = std::collections::HashMap::new();
-    if let Some(addr) = s.listen {
+    if let Some(addr) = listen {
         v4.insert("mqtt".to_string(), server("mqtt", addr, None));
     }
     if let Some((_, _, internal)) = &front {
@@ -218,7 +237,7 @@ pub fn start(s: &BrokerSettings, stop: CancellationToken) -> Result<EmbeddedBrok
     let (hub_tx, hub_rx) = mpsc::channel(16);
     tokio::spawn(hub(link_tx, link_rx, hub_rx));
     tracing::info!(
-        listen = ?s.listen,
+        listen = ?listen,
         tls_listen = ?s.tls_listen,
         users = s.users.len(),
         anonymous = s.allow_anonymous,
@@ -254,20 +273,29 @@ struct Subscriber {
 
 /// Owns the in-process link and the subscriber list. Ends when the link closes.
 async fn hub(
-    // Kept so the router keeps the link (and its subscription) alive.
-    _link_tx: rumqttd::local::LinkTx,
+    // Also keeps the link (and its subscription) alive while the hub runs.
+    mut link_tx: rumqttd::local::LinkTx,
     mut link_rx: rumqttd::local::LinkRx,
-    mut cmds: mpsc::Receiver<Subscribe>,
+    mut cmds: mpsc::Receiver<HubCmd>,
 ) {
     let mut subs: Vec<Subscriber> = Vec::new();
     let mut unclaimed: HashSet<String> = HashSet::new();
     loop {
         let note = tokio::select! {
             Some(cmd) = cmds.recv() => {
-                let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-                if cmd.reply.send(rx).is_ok() {
-                    tracing::debug!(driver = %cmd.name, filters = cmd.filters.len(), "subscribed to the embedded broker");
-                    subs.push(Subscriber { name: cmd.name, filters: cmd.filters, tx });
+                match cmd {
+                    HubCmd::Subscribe { name, filters, reply } => {
+                        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+                        if reply.send(rx).is_ok() {
+                            tracing::debug!(driver = %name, filters = filters.len(), "subscribed to the embedded broker");
+                            subs.push(Subscriber { name, filters, tx });
+                        }
+                    }
+                    HubCmd::Publish(m) => {
+                        if let Err(e) = link_tx.publish(m.topic, m.payload.to_vec()) {
+                            tracing::warn!(error = %e, "embedded broker: in-process publish failed");
+                        }
+                    }
                 }
                 continue;
             }

@@ -179,7 +179,7 @@ fn every_shipped_config_file_is_valid() {
         }
     }
     let embedded = load_embedded_default().expect("embedded default");
-    assert_eq!(embedded.drivers.len(), 4);
+    assert_eq!(embedded.drivers.len(), 6);
 }
 
 #[test]

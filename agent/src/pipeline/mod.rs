@@ -378,11 +378,15 @@ impl DriverFactory {
             DriverKind::Serial(cfg) => Box::new(SerialDriver::new(&d.name, cfg)),
             DriverKind::Http(cfg) => Box::new(HttpDriver::new(&d.name, cfg)),
             DriverKind::Mqtt(cfg) => Box::new(MqttDriver::new(&d.name, cfg, self.local.clone())),
-            DriverKind::Files(cfg) => Box::new(FilesDriver::new(
-                &d.name,
-                cfg,
-                self.data_dir.join("drivers").join(&d.name),
-            )),
+            DriverKind::Files(cfg) => {
+                let mut cfg = cfg.clone();
+                cfg.resolve(&self.data_dir);
+                Box::new(FilesDriver::new(
+                    &d.name,
+                    &cfg,
+                    self.data_dir.join("drivers").join(&d.name),
+                ))
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! ```toml
 //! [drivers.camera]
 //! kind = "files"
-//! dir = "/data/incoming"          # watched, not recursively
+//! dir = "/data/incoming"          # watched, not recursively; relative: in the data dir
 //! pattern = "*.fits"              # file names; `*` and `?` (default "*")
 //! format = "fits"                 # fits | csv | blob
 //! after = "move"                  # keep | move | delete, once the record is committed
@@ -12,6 +12,7 @@
 //! max_bytes = "128MiB"            # larger files are reported, left alone
 //! fits_keys = ["AIRMASS", "GAIN"] # besides DATE-OBS, OBJECT, EXPTIME, ... NAXISn
 //! # csv: delimiter, columns, header = true, time_column, [drivers.X.channels.NAME]
+//! # simulate_every = "20s"        # fits: a simulated camera PC drops a frame this often
 //! ```
 
 use std::collections::BTreeMap;
@@ -72,6 +73,8 @@ pub struct FilesConfigRaw {
     pub time_column: Option<String>,
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelRaw>,
+    #[serde(default, with = "duration_opt")]
+    pub simulate_every: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +91,22 @@ pub struct FilesConfig {
     /// FITS keywords copied into the record's metadata.
     pub fits_keys: Vec<String>,
     pub csv: Option<CsvSettings>,
+    /// A simulated camera PC writes a frame into `dir` this often (fits only).
+    pub simulate_every: Option<Duration>,
+}
+
+impl FilesConfig {
+    /// Makes relative `dir` and `move_to` relative to `base` (the agent's data dir).
+    pub fn resolve(&mut self, base: &std::path::Path) {
+        if self.dir.is_relative() {
+            self.dir = base.join(&self.dir);
+        }
+        if let After::Move(to) = &mut self.after
+            && to.is_relative()
+        {
+            *to = base.join(&*to);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,8 +126,8 @@ pub const FITS_KEYS: &[&str] = &[
 impl FilesConfigRaw {
     pub fn validate(self) -> Result<FilesConfig, FieldError> {
         let dir = PathBuf::from(&self.dir);
-        if !dir.is_absolute() {
-            return Err(field_err("dir", "must be an absolute path"));
+        if self.dir.is_empty() {
+            return Err(field_err("dir", "name the directory to watch"));
         }
         let pattern = self.pattern.unwrap_or_else(|| "*".into());
         if pattern.is_empty() || pattern.contains('/') {
@@ -128,9 +147,6 @@ impl FilesConfigRaw {
         let after = match (self.after.unwrap_or(AfterRaw::Keep), self.move_to) {
             (AfterRaw::Move, Some(to)) => {
                 let to = PathBuf::from(to);
-                if !to.is_absolute() {
-                    return Err(field_err("move_to", "must be an absolute path"));
-                }
                 if to == dir {
                     return Err(field_err("move_to", "must not be the watched directory"));
                 }
@@ -155,6 +171,17 @@ impl FilesConfigRaw {
         }
         if self.format != FileFormat::Fits && self.fits_keys.is_some() {
             return Err(field_err("fits_keys", "applies to format = \"fits\" only"));
+        }
+        if let Some(every) = self.simulate_every {
+            if self.format != FileFormat::Fits {
+                return Err(field_err(
+                    "simulate_every",
+                    "simulates a FITS camera: format = \"fits\"",
+                ));
+            }
+            if every < Duration::from_secs(1) {
+                return Err(field_err("simulate_every", "at least 1s"));
+            }
         }
         if self.format == FileFormat::Csv {
             refuse(
@@ -235,6 +262,7 @@ impl FilesConfigRaw {
             max_bytes,
             fits_keys,
             csv,
+            simulate_every: self.simulate_every,
         })
     }
 }
@@ -295,7 +323,11 @@ mod tests {
     #[test]
     fn mistakes_name_the_field() {
         for (cfg, path) in [
-            ("dir = \"in\"\nformat = \"blob\"\n", "dir"),
+            ("dir = \"\"\nformat = \"blob\"\n", "dir"),
+            (
+                "dir = \"/in\"\nformat = \"blob\"\nsimulate_every = \"10s\"\n",
+                "simulate_every",
+            ),
             (
                 "dir = \"/in\"\nformat = \"blob\"\nafter = \"move\"\n",
                 "move_to",

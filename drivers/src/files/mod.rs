@@ -4,7 +4,8 @@
 //!
 //! Invariants:
 //! - A file is read only once complete: unchanged (size and modification time) for
-//!   `settle`, or closed after writing (inotify `IN_CLOSE_WRITE`) and unchanged for
+//!   `settle`, or closed after writing (inotify `IN_CLOSE_WRITE`) or renamed into the
+//!   directory (`IN_MOVED_TO`, the write-then-rename convention) and unchanged for
 //!   [`QUIET_AFTER_CLOSE`] since. A FITS file whose size is not a whole number of 2880-byte
 //!   blocks is not trusted to a close event: it waits the full `settle`, and is then
 //!   stored with `uncertain` quality (truncated?) rather than dropped.
@@ -24,6 +25,7 @@
 
 pub mod config;
 pub mod fits;
+pub mod sim;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -118,6 +120,15 @@ impl Driver for FilesDriver {
 impl FilesDriver {
     async fn watch(&self, ctx: &DriverContext) -> Result<(), DriverError> {
         let cfg = &self.config;
+        if let Some(every) = cfg.simulate_every {
+            // The simulated camera's directory is ours to make (a real one is the site's).
+            let _ = tokio::fs::create_dir_all(&cfg.dir).await;
+            tokio::spawn(sim::camera(
+                cfg.dir.clone(),
+                every,
+                ctx.cancel.child_token(),
+            ));
+        }
         let ledger_path = self.state_dir.join(LEDGER);
         // Files done in this run (any policy) or, for `keep`, in earlier runs.
         let mut done: HashSet<FileId> = match cfg.after {
@@ -264,8 +275,13 @@ impl FilesDriver {
                 EventKind::Remove(_) => {
                     pending.remove(&path);
                 }
+                // Closed after writing, or renamed into place (acquisition software writes
+                // under a temporary name, then renames): finished, once quiet.
                 EventKind::Access(notify::event::AccessKind::Close(
                     notify::event::AccessMode::Write,
+                ))
+                | EventKind::Modify(notify::event::ModifyKind::Name(
+                    notify::event::RenameMode::To,
                 )) => {
                     if let Some((size, mtime)) = stat(&path).await {
                         let c = pending.entry(path).or_insert(Candidate {

@@ -73,6 +73,8 @@ pub struct TopicRaw {
 #[serde(deny_unknown_fields)]
 pub struct MqttConfigRaw {
     pub broker: Option<String>,
+    /// Embedded broker only: simulated instruments publish to it (see `mqtt::sim`).
+    pub simulate: Option<bool>,
     pub url: Option<String>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
@@ -120,6 +122,8 @@ pub struct MqttConfig {
     pub broker: BrokerRef,
     pub topics: Vec<TopicMap>,
     pub max_payload: usize,
+    /// Run the simulated instruments of `mqtt::sim` against the embedded broker.
+    pub simulate: bool,
 }
 
 impl MqttConfigRaw {
@@ -200,6 +204,13 @@ impl MqttConfigRaw {
                 ));
             }
         };
+        let simulate = self.simulate.unwrap_or(false);
+        if simulate && broker != BrokerRef::Embedded {
+            return Err(field_err(
+                "simulate",
+                "simulated instruments publish to broker = \"embedded\"",
+            ));
+        }
         if self.topics.is_empty() {
             return Err(field_err(
                 "topics",
@@ -216,6 +227,7 @@ impl MqttConfigRaw {
             broker,
             topics,
             max_payload: max_payload as usize,
+            simulate,
         })
     }
 }
@@ -514,6 +526,10 @@ content_type = "image/jpeg"
             (
                 "broker = \"embedded\"\nmax_payload = \"1GiB\"\n[[topics]]\nfilter = \"a\"\ndecoder = \"raw\"\n",
                 "max_payload",
+            ),
+            (
+                "url = \"mqtt://x\"\nsimulate = true\n[[topics]]\nfilter = \"a\"\ndecoder = \"raw\"\n",
+                "simulate",
             ),
         ];
         for (cfg, path) in cases {

@@ -27,6 +27,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod sim;
 pub mod topic;
 
 use std::collections::VecDeque;
@@ -60,6 +61,9 @@ pub trait LocalBroker: Send + Sync + std::fmt::Debug + 'static {
         subscriber: &str,
         filters: Vec<TopicFilter>,
     ) -> BoxFuture<Result<mpsc::Receiver<Message>, String>>;
+
+    /// Publishes as a client would (simulated instruments use this).
+    fn publish(&self, msg: Message) -> BoxFuture<Result<(), String>>;
 }
 
 /// QoS 1 messages received but not yet acknowledged, at most: the client's inflight.
@@ -125,6 +129,10 @@ impl MqttDriver {
             .subscribe(&self.name, filters)
             .await
             .map_err(|e| self.fatal(format!("embedded broker: {e}")))?;
+        // Subscribed first, so the simulated instruments' first messages are not missed.
+        if self.config.simulate {
+            tokio::spawn(sim::instruments(local.clone(), ctx.cancel.child_token()));
+        }
         ctx.health.ok();
         loop {
             let msg = tokio::select! {
