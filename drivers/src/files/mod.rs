@@ -183,12 +183,7 @@ impl FilesDriver {
                     Ok(files) => {
                         ctx.health.ok();
                         for (path, size, mtime) in files {
-                            pending.entry(path).or_insert(Candidate {
-                                size,
-                                mtime,
-                                changed_at: Instant::now(),
-                                closed_at: None,
-                            });
+                            observe(&mut pending, path, (size, mtime), false);
                         }
                     }
                     Err(e) => {
@@ -283,39 +278,17 @@ impl FilesDriver {
                 | EventKind::Modify(notify::event::ModifyKind::Name(
                     notify::event::RenameMode::To,
                 )) => {
-                    if let Some((size, mtime)) = stat(&path).await {
-                        let c = pending.entry(path).or_insert(Candidate {
-                            size,
-                            mtime,
-                            changed_at: Instant::now(),
-                            closed_at: None,
-                        });
-                        if (c.size, c.mtime) != (size, mtime) {
-                            (c.size, c.mtime, c.changed_at) = (size, mtime, Instant::now());
-                        }
-                        c.closed_at = Some(Instant::now());
+                    if let Some(seen) = stat(&path).await {
+                        observe(pending, path, seen, true);
                     }
                 }
-                EventKind::Create(_) | EventKind::Modify(_) => {
-                    match stat(&path).await {
-                        Some((size, mtime)) => {
-                            let c = pending.entry(path).or_insert(Candidate {
-                                size,
-                                mtime,
-                                changed_at: Instant::now(),
-                                closed_at: None,
-                            });
-                            if (c.size, c.mtime) != (size, mtime) {
-                                (c.size, c.mtime, c.changed_at) = (size, mtime, Instant::now());
-                                c.closed_at = None;
-                            }
-                        }
-                        // Renamed away.
-                        None => {
-                            pending.remove(&path);
-                        }
+                EventKind::Create(_) | EventKind::Modify(_) => match stat(&path).await {
+                    Some(seen) => observe(pending, path, seen, false),
+                    // Renamed away.
+                    None => {
+                        pending.remove(&path);
                     }
-                }
+                },
                 _ => {}
             }
         }
@@ -609,6 +582,30 @@ pub fn parse_time(t: &str) -> Option<Timestamp> {
     let nanos: i64 = format!("{frac:0<9}")[..9].parse().ok()?;
     let ns = secs * 1_000_000_000 + nanos;
     Some(Timestamp(if neg { -ns } else { ns }))
+}
+
+/// Notes how a file looks now: a change restarts its quiet period and forgets an earlier
+/// close; `closed` marks it closed after writing (or renamed into place) as of now.
+fn observe(
+    pending: &mut HashMap<PathBuf, Candidate>,
+    path: PathBuf,
+    (size, mtime): (u64, SystemTime),
+    closed: bool,
+) {
+    let now = Instant::now();
+    let c = pending.entry(path).or_insert(Candidate {
+        size,
+        mtime,
+        changed_at: now,
+        closed_at: None,
+    });
+    if (c.size, c.mtime) != (size, mtime) {
+        (c.size, c.mtime, c.changed_at) = (size, mtime, now);
+        c.closed_at = None;
+    }
+    if closed {
+        c.closed_at = Some(now);
+    }
 }
 
 async fn stat(path: &Path) -> Option<(u64, SystemTime)> {

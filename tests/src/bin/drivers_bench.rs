@@ -55,6 +55,52 @@ points.b7 = { table = "holding", address = 22, type = "bits", bit = 7, bits = 1 
 "#;
 const POINTS_PER_POLL: u64 = 12;
 
+/// A driver running in this process, its readings counted by `count`.
+struct Running {
+    counted: Arc<AtomicU64>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), skygate_drivers::DriverError>>,
+    consumer: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(
+        driver: Box<dyn Driver>,
+        count: impl Fn(&skygate_drivers::Reading) -> bool + Send + 'static,
+    ) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<skygate_drivers::Envelope>(10_000);
+        let counted = Arc::new(AtomicU64::new(0));
+        let c = counted.clone();
+        let consumer = tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                if count(&e.reading) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let cancel = CancellationToken::new();
+        let ctx = DriverContext {
+            out: ReadingSender::new(tx),
+            cancel: cancel.clone(),
+            clock: Arc::new(SystemClock::default()),
+            health: Default::default(),
+        };
+        let task = tokio::spawn(driver.run(ctx));
+        Self {
+            counted,
+            cancel,
+            task,
+            consumer,
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+        self.consumer.abort();
+    }
+}
+
 struct Phase {
     requests_per_s: f64,
     cpu_us_per_request: f64,
@@ -88,25 +134,10 @@ async fn driver(port: u16, secs: f64) -> anyhow::Result<(Phase, f64)> {
     let cfg = cfg
         .validate()
         .map_err(|e| anyhow::anyhow!("bench config: {e}"))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(10_000);
-    let cancel = CancellationToken::new();
-    let readings = Arc::new(AtomicU64::new(0));
-    let counted = readings.clone();
-    let consumer = tokio::spawn(async move {
-        while let Some(e) = rx.recv().await {
-            let e: skygate_drivers::Envelope = e;
-            if e.reading.quality.reason().is_none() {
-                counted.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+    let run = Running::start(Box::new(ModbusDriver::new("bench", &cfg)), |r| {
+        r.quality.reason().is_none()
     });
-    let ctx = DriverContext {
-        out: ReadingSender::new(tx),
-        cancel: cancel.clone(),
-        clock: Arc::new(SystemClock::default()),
-        health: Default::default(),
-    };
-    let task = tokio::spawn(Box::new(ModbusDriver::new("bench", &cfg)).run(ctx));
+    let readings = run.counted.clone();
     // Let it connect, then measure a window.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (r0, t0, c0) = (
@@ -120,9 +151,7 @@ async fn driver(port: u16, secs: f64) -> anyhow::Result<(Phase, f64)> {
         t0.elapsed().as_secs_f64(),
         cpu_seconds() - c0,
     );
-    cancel.cancel();
-    let _ = task.await;
-    consumer.abort();
+    run.stop().await;
     let polls = (r1 - r0) / POINTS_PER_POLL;
     Ok((
         Phase {
@@ -157,26 +186,11 @@ async fn serial(secs: f64) -> anyhow::Result<SerialPhase> {
     let cfg = cfg
         .validate()
         .map_err(|e| anyhow::anyhow!("bench config: {e}"))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(10_000);
-    let cancel = CancellationToken::new();
-    let fixes = Arc::new(AtomicU64::new(0));
-    let counted = fixes.clone();
-    let consumer = tokio::spawn(async move {
-        while let Some(e) = rx.recv().await {
-            let e: skygate_drivers::Envelope = e;
-            // One `fix_valid` reading per decoded RMC line.
-            if &*e.reading.channel == "fix_valid" {
-                counted.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+    // One `fix_valid` reading per decoded RMC line.
+    let run = Running::start(Box::new(SerialDriver::new("gps", &cfg)), |r| {
+        &*r.channel == "fix_valid"
     });
-    let ctx = DriverContext {
-        out: ReadingSender::new(tx),
-        cancel: cancel.clone(),
-        clock: Arc::new(SystemClock::default()),
-        health: Default::default(),
-    };
-    let task = tokio::spawn(Box::new(SerialDriver::new("gps", &cfg)).run(ctx));
+    let fixes = run.counted.clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // `yes` in its own process: its CPU is not counted as the driver's. It writes
     // `line\r\n` until killed.
@@ -195,9 +209,7 @@ async fn serial(secs: f64) -> anyhow::Result<SerialPhase> {
     );
     let _ = writer.kill();
     let _ = writer.wait();
-    cancel.cancel();
-    let _ = task.await;
-    consumer.abort();
+    run.stop().await;
     let lines = (n1 - n0).max(1);
     Ok(SerialPhase {
         lines_per_s: lines as f64 / dt,
