@@ -95,12 +95,14 @@ sinks = ["archive"]
         driver_status(&data, "camera")["state"] == "running"
     });
 
-    // One frame written at once, one appended in 3000-byte pieces a second apart (each
-    // piece its own open and close, so inotify reports a close after every piece).
+    // One frame written at once, one appended a 2880-byte block at a time a second apart:
+    // each piece its own open and close, so inotify reports a close after every piece, and
+    // every partial file is a whole number of FITS blocks. Only the length the header
+    // announces tells it is not finished.
     let mut whole = write_fits(&frames.join("m42.fits"), &["M 42"]);
     let mut slow = write_fits(
         &frames.join("ngc2070.fits"),
-        &["NGC 2070", "--pieces", "3000", "--pause", "1.0"],
+        &["NGC 2070", "--pieces", "2880", "--pause", "1.0"],
     );
     assert!(whole.wait().expect("astropy").success());
     std::fs::write(

@@ -1,6 +1,6 @@
 //! FITS headers written by astropy (a third-party writer) read by Skygate's parser.
 
-use skygate_drivers::files::fits::{BLOCK, HeaderValue, parse_header};
+use skygate_drivers::files::fits::{BLOCK, HeaderValue, parse_header, primary_size};
 use skygate_e2e::{peer_python, peers_dir};
 
 #[test]
@@ -19,6 +19,12 @@ fn astropy_written_headers_read_back_with_their_types() {
     );
     let bytes = std::fs::read(&file).expect("read");
     let h = parse_header(&bytes).expect("astropy's header parses");
+    // The length the header announces is the file astropy wrote; a copy cut short is not.
+    assert_eq!(primary_size(&bytes), Some(bytes.len() as u64));
+    assert!(
+        primary_size(&bytes[..bytes.len() - BLOCK])
+            .is_some_and(|n| n > (bytes.len() - BLOCK) as u64)
+    );
     let text = |k: &str| match h.get(k) {
         Some(HeaderValue::Text(t)) => t.clone(),
         other => panic!("{k}: {other:?}"),

@@ -6,9 +6,10 @@
 //! - A file is read only once complete: unchanged (size and modification time) for
 //!   `settle`, or closed after writing (inotify `IN_CLOSE_WRITE`) or renamed into the
 //!   directory (`IN_MOVED_TO`, the write-then-rename convention) and unchanged for
-//!   [`QUIET_AFTER_CLOSE`] since. A FITS file whose size is not a whole number of 2880-byte
-//!   blocks is not trusted to a close event: it waits the full `settle`, and is then
-//!   stored with `uncertain` quality (truncated?) rather than dropped.
+//!   [`QUIET_AFTER_CLOSE`] since. A FITS file is trusted to a close only when it is as
+//!   long as its primary header says (header, plus BITPIX x NAXISn data in 2880-byte
+//!   blocks); otherwise it waits the full `settle`, and a file still short then is stored
+//!   with `uncertain` quality (truncated?) rather than dropped.
 //! - The policy (`keep`, `move`, `delete`) is applied only after the file's last reading
 //!   is committed to the buffer. If the stream is routed nowhere, or the agent stops
 //!   before the commit, the file is left untouched (and read again on the next start).
@@ -317,9 +318,10 @@ impl FilesDriver {
                 c.closed_at = None;
                 continue;
             }
-            let whole_blocks = !fits || (size > 0 && size.is_multiple_of(fits::BLOCK as u64));
             let closed_quiet = c.closed_at.is_some() && c.changed_at.elapsed() >= quiet;
-            if ((closed_quiet && whole_blocks) || c.changed_at.elapsed() >= settle)
+            // A FITS file says how long it is: trust a close only once it is all there.
+            let whole = !fits || (closed_quiet && fits_whole(&path, size).await);
+            if ((closed_quiet && whole) || c.changed_at.elapsed() >= settle)
                 && let Some(c) = pending.remove(&path)
             {
                 ready.push((path, c));
@@ -509,7 +511,7 @@ fn fits_record(
     mtime: Timestamp,
 ) -> (Blob, Timestamp, Quality) {
     let header = fits::parse_header(&data);
-    let whole = data.len().is_multiple_of(fits::BLOCK);
+    let whole = fits::primary_size(&data).is_some_and(|want| data.len() as u64 >= want);
     let mut blob = Blob::new(cfg.content_type.clone(), Some(name), data);
     let h = match header {
         Ok(h) => h,
@@ -538,11 +540,27 @@ fn fits_record(
         Quality::Good
     } else {
         Quality::Uncertain(format!(
-            "{} bytes is not a whole number of 2880-byte FITS blocks: truncated?",
+            "{} bytes is shorter than the primary HDU its header announces: truncated?",
             blob.data.len()
         ))
     };
     (blob, ts, quality)
+}
+
+/// Whether the FITS file at `path` (of `size` bytes) holds at least the primary HDU its
+/// header announces. Reads the header only.
+async fn fits_whole(path: &Path, size: u64) -> bool {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let limit = (fits::MAX_HEADER_BLOCKS * fits::BLOCK) as u64;
+        let mut head = Vec::new();
+        let read =
+            std::fs::File::open(&path).and_then(|f| f.take(limit.min(size)).read_to_end(&mut head));
+        read.is_ok() && fits::primary_size(&head).is_some_and(|want| size >= want)
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// RFC 3339, a FITS date (`2026-11-22T03:14:15.5` or `2026-11-22`, UTC), or seconds
