@@ -126,6 +126,17 @@ impl Agent {
     }
 }
 
+/// A test that fails (panics) before `stop` must not leave its agent running: killed
+/// here if it still runs. `stop` and `kill9` have reaped it by then.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Polls `cond` every 100 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
