@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod driver;
 pub mod files;
+pub mod fs;
 pub mod health;
 pub mod http;
 pub mod modbus;

@@ -137,6 +137,15 @@ impl Drop for Agent {
     }
 }
 
+/// A benchmark's measuring window: `--seconds S` on its command line, 5 by default.
+pub fn bench_seconds() -> f64 {
+    std::env::args()
+        .skip_while(|a| a != "--seconds")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0)
+}
+
 /// Polls `cond` every 100 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

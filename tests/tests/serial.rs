@@ -27,8 +27,7 @@ fn gps(data: &Path) -> Value {
 
 /// `$DATA*HH\r\n` with the right checksum.
 fn sentence(data: &str) -> String {
-    let sum = data.bytes().fold(0u8, |a, b| a ^ b);
-    format!("${data}*{sum:02X}\r\n")
+    skygate_drivers::serial::nmea::sentence(data)
 }
 
 fn send(dev: &Path, text: &str) {

@@ -164,31 +164,38 @@ fn scalar(v: &str) -> Result<HeaderValue, String> {
     }
 }
 
-/// Bytes of the primary HDU the header at the start of `bytes` announces: the header
-/// blocks plus |BITPIX|/8 x NAXIS1 x ... x NAXISn bytes of data rounded up to whole
-/// blocks (standard 4.4.1.1). `None` when the header does not parse or is inconsistent.
+/// Bytes of the primary HDU the header at the start of `bytes` announces (see
+/// [`Header::primary_size`]); `None` when the header does not parse or is inconsistent.
 pub fn primary_size(bytes: &[u8]) -> Option<u64> {
-    let h = parse_header(bytes).ok()?;
-    let int = |k: &str| match h.get(k) {
-        Some(HeaderValue::Integer(v)) => Some(*v),
-        _ => None,
-    };
-    let bitpix = int("BITPIX")?;
-    if ![8, 16, 32, 64, -32, -64].contains(&bitpix) {
-        return None;
+    parse_header(bytes).ok()?.primary_size()
+}
+
+impl Header {
+    /// Bytes of the primary HDU: the header blocks plus |BITPIX|/8 x NAXIS1 x ... x NAXISn
+    /// bytes of data rounded up to whole blocks (standard 4.4.1.1). `None` when the header
+    /// is inconsistent.
+    pub fn primary_size(&self) -> Option<u64> {
+        let int = |k: &str| match self.get(k) {
+            Some(HeaderValue::Integer(v)) => Some(*v),
+            _ => None,
+        };
+        let bitpix = int("BITPIX")?;
+        if ![8, 16, 32, 64, -32, -64].contains(&bitpix) {
+            return None;
+        }
+        let naxis = int("NAXIS")?;
+        if !(0..=999).contains(&naxis) {
+            return None;
+        }
+        let mut elements: u64 = if naxis == 0 { 0 } else { 1 };
+        for n in 1..=naxis {
+            let len = u64::try_from(int(&format!("NAXIS{n}"))?).ok()?;
+            elements = elements.checked_mul(len)?;
+        }
+        let data = elements.checked_mul(bitpix.unsigned_abs() / 8)?;
+        let block = BLOCK as u64;
+        (self.size as u64).checked_add(data.div_ceil(block).checked_mul(block)?)
     }
-    let naxis = int("NAXIS")?;
-    if !(0..=999).contains(&naxis) {
-        return None;
-    }
-    let mut elements: u64 = if naxis == 0 { 0 } else { 1 };
-    for n in 1..=naxis {
-        let len = u64::try_from(int(&format!("NAXIS{n}"))?).ok()?;
-        elements = elements.checked_mul(len)?;
-    }
-    let data = elements.checked_mul(bitpix.unsigned_abs() / 8)?;
-    let block = BLOCK as u64;
-    (h.size as u64).checked_add(data.div_ceil(block).checked_mul(block)?)
 }
 
 #[cfg(test)]

@@ -511,7 +511,6 @@ fn fits_record(
     mtime: Timestamp,
 ) -> (Blob, Timestamp, Quality) {
     let header = fits::parse_header(&data);
-    let whole = fits::primary_size(&data).is_some_and(|want| data.len() as u64 >= want);
     let mut blob = Blob::new(cfg.content_type.clone(), Some(name), data);
     let h = match header {
         Ok(h) => h,
@@ -536,6 +535,9 @@ fn fits_record(
         Some(fits::HeaderValue::Text(t)) => parse_time(t).unwrap_or(mtime),
         _ => mtime,
     };
+    let whole = h
+        .primary_size()
+        .is_some_and(|want| blob.data.len() as u64 >= want);
     let quality = if whole {
         Quality::Good
     } else {
@@ -685,7 +687,7 @@ async fn load_ledger(path: &Path, dir: &Path) -> HashSet<FileId> {
             .iter()
             .map(|id| format!("{} {} {}\n", id.size, id.mtime_ns, id.name))
             .collect();
-        if let Err(e) = write_atomic(&path, body.as_bytes()) {
+        if let Err(e) = crate::fs::write_atomic(&path, body.as_bytes()) {
             tracing::warn!(ledger = %path.display(), error = %e, "cannot prune the ledger");
         }
         ids
@@ -705,23 +707,6 @@ fn append_ledger(path: &Path, id: &FileId) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(format!("{} {} {}\n", id.size, id.mtime_ns, id.name).as_bytes())?;
     f.sync_data()
-}
-
-/// Temp file, fsync, rename, fsync the directory.
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// Moves `path` into `dir` under its name (`name.1`, `name.2`, ... if taken); across
@@ -750,7 +735,7 @@ fn move_file(path: &Path, dir: &Path) -> std::io::Result<()> {
         }
         Err(e) => return Err(e),
     }
-    std::fs::File::open(dir)?.sync_all()
+    crate::fs::fsync_dir(dir)
 }
 
 #[cfg(test)]

@@ -452,10 +452,8 @@ mod tests {
 
     #[test]
     fn a_valid_rmc_and_a_zda_give_the_clock_offset_against_the_receiver() {
-        let sentence = |body: &str| {
-            let sum = body.bytes().fold(0u8, |a, b| a ^ b);
-            nmea::parse(&format!("${body}*{sum:02X}")).expect("valid sentence")
-        };
+        let sentence =
+            |body: &str| nmea::parse(nmea::sentence(body).trim_end()).expect("valid sentence");
         let rmc = sentence("GPRMC,123519.50,A,2437.6320,S,07024.2880,W,0.0,0.0,221126,,");
         // 2026-11-22T12:35:19.5Z, and a gateway clock 0.25 s ahead of it.
         let gps = Timestamp(1_795_350_919_500_000_000);

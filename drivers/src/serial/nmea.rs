@@ -117,7 +117,7 @@ pub fn parse(line: &str) -> Result<Sentence, NmeaError> {
         .ok_or(NmeaError::NoStart)?;
     let (data, sum) = body.rsplit_once('*').ok_or(NmeaError::NoChecksum)?;
     let got = u8::from_str_radix(sum, 16).map_err(|_| NmeaError::NoChecksum)?;
-    let want = data.bytes().fold(0u8, |a, b| a ^ b);
+    let want = checksum(data);
     if got != want || sum.len() != 2 {
         return Err(NmeaError::BadChecksum { want, got });
     }
@@ -288,6 +288,17 @@ fn ddmmyy(s: &'static str, i: usize, v: &str) -> Result<Option<(u16, u8, u8)>, N
         return Err(bad());
     }
     Ok(Some((y, m, d)))
+}
+
+/// The XOR of a sentence's bytes between `$` and `*`.
+pub fn checksum(body: &str) -> u8 {
+    body.bytes().fold(0u8, |a, b| a ^ b)
+}
+
+/// `$BODY*HH\r\n`: a sentence with its checksum, as a receiver sends it (simulators,
+/// tests and benchmarks write these).
+pub fn sentence(body: &str) -> String {
+    format!("${body}*{:02X}\r\n", checksum(body))
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ pub fn spawn(protocol: Protocol) -> impl AsyncRead + Unpin + Send + 'static {
 }
 
 fn sentence(body: &str, corrupt: bool) -> String {
-    let sum = body.bytes().fold(0u8, |a, b| a ^ b) ^ u8::from(corrupt);
+    let sum = super::nmea::checksum(body) ^ u8::from(corrupt);
     format!("${body}*{sum:02X}\r\n")
 }
 

@@ -148,11 +148,7 @@ fn idle_rss(dir: &Path) -> anyhow::Result<u64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let secs: f64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
+    let secs = skygate_e2e::bench_seconds();
     let dir = tempfile::tempdir_in(std::env::var_os("BENCH_DIR").unwrap_or_else(|| ".".into()))?;
     println!(
         "skygate buffer benchmark ({secs} s windows, {} cores)",

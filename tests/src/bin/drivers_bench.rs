@@ -165,8 +165,9 @@ async fn driver(port: u16, secs: f64) -> anyhow::Result<(Phase, f64)> {
 /// An RMC sentence with its checksum (72 bytes with CRLF on the wire).
 fn rmc() -> String {
     let body = "GPRMC,123519.00,A,2437.6320,S,07024.2880,W,0.0,0.0,221126,,";
-    let sum = body.bytes().fold(0u8, |a, b| a ^ b);
-    format!("${body}*{sum:02X}")
+    skygate_drivers::serial::nmea::sentence(body)
+        .trim_end()
+        .to_string()
 }
 
 struct SerialPhase {
@@ -219,11 +220,7 @@ async fn serial(secs: f64) -> anyhow::Result<SerialPhase> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let secs: f64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
+    let secs = skygate_e2e::bench_seconds();
     let port = free_port();
     let device = peers_dir().join("modbus_device.py");
     let _peer = Peer::start(
