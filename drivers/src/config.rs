@@ -16,7 +16,7 @@ pub struct FieldError {
     pub message: String,
 }
 
-pub(crate) fn field_err(path: &str, message: &str) -> FieldError {
+pub fn field_err(path: &str, message: &str) -> FieldError {
     FieldError {
         path: path.into(),
         message: message.into(),
@@ -25,7 +25,7 @@ pub(crate) fn field_err(path: &str, message: &str) -> FieldError {
 
 /// The first of `fields` that is set though it does not apply here, as an error: a
 /// setting meant for another mode is refused by name, never silently ignored.
-pub(crate) fn refuse(fields: &[(&str, bool)], why: &str) -> Result<(), FieldError> {
+pub fn refuse(fields: &[(&str, bool)], why: &str) -> Result<(), FieldError> {
     match fields.iter().find(|(_, set)| *set) {
         Some((f, _)) => Err(field_err(f, why)),
         None => Ok(()),
@@ -33,7 +33,7 @@ pub(crate) fn refuse(fields: &[(&str, bool)], why: &str) -> Result<(), FieldErro
 }
 
 /// `Option<Duration>` from a humantime string.
-pub(crate) mod duration_opt {
+pub mod duration_opt {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};

@@ -131,6 +131,10 @@ pub struct SinkCommonRaw {
     pub batch_max_records: Option<Spanned<u32>>,
     pub batch_max_bytes: Option<ByteSize>,
     pub batch_max_age: Option<HumanDuration>,
+    /// Bandwidth cap for thin links, bytes per second.
+    pub max_bytes_per_sec: Option<ByteSize>,
+    /// Where records the peer refuses for good are set aside.
+    pub dead_letter_stream: Option<Name>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +163,8 @@ pub enum DriverKindRaw {
 #[derive(Debug, Clone)]
 pub enum SinkKindRaw {
     Bucket(BucketSinkRaw),
+    #[cfg(feature = "kafka")]
+    Kafka(Box<crate::sinks::kafka::KafkaSinkSettings>),
 }
 
 #[derive(Debug, Clone)]
@@ -320,13 +326,25 @@ fn driver_config<R: serde::de::DeserializeOwned, C>(
     rest: Spanned<DeValue<'_>>,
     validate: impl FnOnce(R) -> Result<C, skygate_drivers::FieldError>,
 ) -> Result<C, ConfigError> {
+    kind_config(file, "driver", name, rest, validate)
+}
+
+/// A driver's or sink's kind-specific table, deserialised and validated; errors point at
+/// the offending key.
+fn kind_config<R: serde::de::DeserializeOwned, C>(
+    file: &SourceFile,
+    what: &str,
+    name: &Spanned<String>,
+    rest: Spanned<DeValue<'_>>,
+    validate: impl FnOnce(R) -> Result<C, skygate_drivers::FieldError>,
+) -> Result<C, ConfigError> {
     let at = rest.clone();
     let raw: R = Deserialize::deserialize(toml::de::ValueDeserializer::from(rest))
         .map_err(|e| file.error_at(e.span(), e.message().to_string()))?;
     validate(raw).map_err(|e| {
         file.error_at(
             Some(span_of_path(&at, &e.path)),
-            format!("driver {}: {}: {}", name.get_ref(), e.path, e.message),
+            format!("{what} {}: {}: {}", name.get_ref(), e.path, e.message),
         )
     })
 }
@@ -393,6 +411,14 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
                 Deserialize::deserialize(toml::de::ValueDeserializer::from(rest))
                     .map_err(de_err)?,
             ),
+            #[cfg(feature = "kafka")]
+            "kafka" => SinkKindRaw::Kafka(Box::new(kind_config(
+                file,
+                "sink",
+                &name,
+                rest,
+                crate::sinks::kafka::KafkaSinkRaw::validate,
+            )?)),
             _ => return Err(unknown_kind(file, &kind, "sink", &name, SINK_KINDS)),
         };
         parsed.sinks.push((name, SinkRaw { common, kind }));
@@ -403,7 +429,11 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
 /// Driver kinds this build knows.
 pub const DRIVER_KINDS: &[&str] = &["sim", "modbus", "serial", "http", "mqtt", "files"];
 /// Sink kinds this build knows.
-pub const SINK_KINDS: &[&str] = &["bucket"];
+pub const SINK_KINDS: &[&str] = &[
+    "bucket",
+    #[cfg(feature = "kafka")]
+    "kafka",
+];
 
 fn unknown_kind(
     file: &SourceFile,
@@ -510,6 +540,8 @@ where
             "batch_max_records",
             "batch_max_bytes",
             "batch_max_age",
+            "max_bytes_per_sec",
+            "dead_letter_stream",
         ]
     };
     let mut common_table = DeTable::new();

@@ -169,7 +169,14 @@ pub struct SinkCommon {
     pub batch_max_bytes: u64,
     /// In the live lane, wait up to this long for a fuller batch.
     pub batch_max_age: Duration,
+    /// Bandwidth cap in bytes per second (None: as fast as the link goes).
+    pub max_bytes_per_sec: Option<u64>,
+    /// The stream records this sink's peer refuses for good are set aside in.
+    pub dead_letter_stream: String,
 }
+
+/// Where refused records go unless a sink says otherwise.
+pub const DEFAULT_DEAD_LETTER_STREAM: &str = "deadletter";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BucketSinkSettings {
@@ -182,6 +189,8 @@ pub struct BucketSinkSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
     Bucket(BucketSinkSettings),
+    #[cfg(feature = "kafka")]
+    Kafka(Box<crate::sinks::kafka::KafkaSinkSettings>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -382,9 +391,25 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
             batch_max_records,
             batch_max_bytes: c.batch_max_bytes.map_or(8 * 1024 * 1024, |v| v.0),
             batch_max_age: c.batch_max_age.map_or(Duration::from_secs(5), |v| v.0),
+            max_bytes_per_sec: match c.max_bytes_per_sec {
+                Some(b) if b.0 < 1024 => {
+                    return Err(at(
+                        l.file,
+                        &l.span,
+                        format!("sink {name}: max_bytes_per_sec must be at least 1KiB"),
+                    ));
+                }
+                b => b.map(|b| b.0),
+            },
+            dead_letter_stream: c
+                .dead_letter_stream
+                .clone()
+                .map_or_else(|| DEFAULT_DEAD_LETTER_STREAM.to_string(), |n| n.0),
         };
         let kind = match &l.value.kind {
             SinkKindRaw::Bucket(b) => SinkKind::Bucket(bucket(name, b, l.file, files)?),
+            #[cfg(feature = "kafka")]
+            SinkKindRaw::Kafka(k) => SinkKind::Kafka(k.clone()),
         };
         sinks.insert(
             name.clone(),
@@ -448,7 +473,6 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         }
         routes.push(route);
     }
-
     Ok(Settings {
         source: ConfigSource::Inline,
         gateway,

@@ -208,6 +208,7 @@ pub(super) async fn render(s: &ControlState) -> String {
         LinkState::Starting,
         LinkState::Connected,
         LinkState::BackingOff,
+        LinkState::Failing,
         LinkState::Paused,
         LinkState::Stopped,
     ];
@@ -230,6 +231,22 @@ pub(super) async fn render(s: &ControlState) -> String {
                 )
             })
         }),
+    );
+    labelled_counter(
+        &mut reg,
+        "sink_dead_lettered_records",
+        "Records the peer refused for good, set aside as dead letters",
+        sinks
+            .iter()
+            .map(|r| (sink_label(&r.name), r.status.dead_lettered)),
+    );
+    labelled_counter(
+        &mut reg,
+        "sink_sent_bytes",
+        "Bytes sent for delivered batches",
+        sinks
+            .iter()
+            .map(|r| (sink_label(&r.name), r.status.bytes_sent)),
     );
     labelled_counter(
         &mut reg,

@@ -157,7 +157,7 @@ pub(super) async fn errors(State(s): State<ControlState>) -> Json<ErrorsReply> {
                 component.clone(),
                 "paused by an operator".into(),
             ));
-        } else if status.state == LinkState::BackingOff {
+        } else if matches!(status.state, LinkState::BackingOff | LinkState::Failing) {
             let msg = status.last_error.clone().unwrap_or_default();
             active.push(alarm(
                 "error",

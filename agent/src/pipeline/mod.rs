@@ -204,14 +204,27 @@ pub async fn start_with(
     // Sinks first: they only read the buffer, and the heartbeat reports their state.
     let mut sink_status = BTreeMap::new();
     for (s, sink, id) in built {
+        let dl = &s.common.dead_letter_stream;
+        let dead_letter = sinks::delivery::DeadLetter {
+            stream: Arc::from(dl.as_str()),
+            // Never back to the sink that refused it.
+            mask: buffer.mask_for(settings.sinks_for_stream(dl)) & !id.mask(),
+            file: data_dir
+                .join("deadletter")
+                .join(format!("{}.ndjson", s.name)),
+            gateway: Arc::from(settings.gateway.id.as_str()),
+        };
         let handle = sinks::delivery::spawn(
             &sink_tasks,
-            s.name.clone(),
-            sink,
-            id,
-            buffer.clone(),
-            s.common.clone(),
-            sinks_stop.clone(),
+            sinks::delivery::SinkSpec {
+                name: s.name.clone(),
+                sink,
+                id,
+                buffer: buffer.clone(),
+                common: s.common.clone(),
+                dead_letter,
+                cancel: sinks_stop.clone(),
+            },
         );
         sink_status.insert(s.name.clone(), handle);
     }

@@ -14,6 +14,17 @@
 //! after the sink returned `Ok`, i.e. the peer confirmed it; a failed batch is retried
 //! as the same batch, so deterministic sinks overwrite rather than duplicate; the loop
 //! never spins: an empty read waits for a new commit, a failure waits its backoff.
+//!
+//! Records the peer refused for good ([`Delivered::rejected`]) are set aside before the
+//! batch is acked: appended to the buffer as *dead letters* — the record unchanged but for
+//! its stream (the sink's `dead_letter_stream`) and a bad quality naming the sink, the
+//! original stream and seq, and the reason — routed like any record, except never back to
+//! the sink that refused it. When no other sink takes the dead-letter stream, or a dead
+//! letter is itself refused, the record goes to `<data-dir>/deadletter/<sink>.ndjson`
+//! (appended and fsynced) instead. Either way it is kept and counted, never dropped.
+//!
+//! The bandwidth cap charges each delivered batch's bytes to a token bucket and waits
+//! off the overdraft before the next batch.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -25,10 +36,14 @@ use skygate_drivers::{ErrorRing, Timestamp};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, Sink, SinkError};
+use super::{Batch, Delivered, Rejected, Sink, SinkError};
 use crate::buffer::{Buffer, ReadQuery, SinkId};
 use crate::config::SinkCommon;
 use crate::util::backoff::Backoff;
+use crate::util::throttle::Throttle;
+
+/// Consecutive failures after which a backing-off link is reported as failing.
+pub const FAILING_AFTER: u32 = 5;
 
 /// What a sink is doing, for status, health and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
@@ -38,6 +53,9 @@ pub enum LinkState {
     Starting,
     Connected,
     BackingOff,
+    /// Backing off after [`FAILING_AFTER`] or more failures in a row, or the peer refuses
+    /// whole batches (credentials, missing bucket): needs attention.
+    Failing,
     /// Paused by an operator: the in-flight batch finished, nothing more is read.
     Paused,
     Stopped,
@@ -71,6 +89,10 @@ pub struct SinkStatus {
     pub delivered_records: u64,
     pub delivered_batches: u64,
     pub gaps_delivered: u64,
+    /// Bytes the sink sent for delivered batches.
+    pub bytes_sent: u64,
+    /// Records the peer refused for good, set aside as dead letters.
+    pub dead_lettered: u64,
     /// Whether records at or below `backfill_boundary` are still being sent.
     pub backfilling: bool,
     /// Seqs up to this belong to the backfill lane; newer ones to the live lane.
@@ -87,6 +109,18 @@ pub struct DeliveryTask {
     pub cancel: CancellationToken,
     pub status: watch::Sender<SinkStatus>,
     pub control: watch::Receiver<SinkControl>,
+    pub dead_letter: DeadLetter,
+}
+
+/// Where this sink's refused records go.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub stream: std::sync::Arc<str>,
+    /// The sinks the dead-letter stream is routed to, without this one.
+    pub mask: u64,
+    /// The file of last resort.
+    pub file: std::path::PathBuf,
+    pub gateway: std::sync::Arc<str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +142,7 @@ impl DeliveryTask {
         let mut live_ready_at: Option<Instant> = None;
         let mut flushed = self.control.borrow().flush;
         let share = self.common.backfill_share;
+        let mut throttle = self.common.max_bytes_per_sec.map(Throttle::new);
         self.status.send_modify(|s| s.backfill_boundary = boundary);
         tracing::info!(sink = %self.name, boundary, "delivery started");
 
@@ -215,10 +250,10 @@ impl DeliveryTask {
             let first = batch[0].seq;
             let last = batch[batch.len() - 1].seq;
             let mut failed = false;
-            let mut abandoned = false;
-            loop {
+            let mut abandoned = None;
+            let delivered = loop {
                 match self.sink.deliver(batch.clone()).await {
-                    Ok(()) => break,
+                    Ok(d) => break d,
                     Err(e) => {
                         failed = true;
                         self.note_failure(&e, &backoff);
@@ -235,14 +270,25 @@ impl DeliveryTask {
                         if self.control.borrow().paused {
                             // An operator paused a failing link: stop retrying. The batch
                             // stays pending (cursor unchanged) and is read again on resume.
-                            abandoned = true;
-                            break;
+                            abandoned = Some(());
+                            break Delivered::default();
                         }
                     }
                 }
-            }
-            if abandoned {
+            };
+            if abandoned.is_some() {
                 continue;
+            }
+            if !delivered.rejected.is_empty() {
+                if let Err(e) = self.set_aside(&batch, &delivered.rejected).await {
+                    // Not acked: the batch is sent again, and set aside again, later.
+                    tracing::error!(sink = %self.name, error = %e, "cannot set refused records aside");
+                    self.note_failure(&SinkError::Transient(e), &backoff);
+                    if !self.sleep(backoff.next_delay()).await {
+                        break;
+                    }
+                    continue;
+                }
             }
             if let Err(e) = self.buffer.ack(self.id, after + 1, last).await {
                 tracing::error!(sink = %self.name, error = %e, "cannot ack; stopping delivery");
@@ -261,12 +307,21 @@ impl DeliveryTask {
             }
             backoff.reset();
             let n = batch.len() as u64;
+            let dead = delivered.rejected.len() as u64;
             self.status.send_modify(|s| {
                 s.state = LinkState::Connected;
                 s.consecutive_failures = 0;
-                s.delivered_records += n;
+                s.delivered_records += n - dead;
                 s.delivered_batches += 1;
+                s.bytes_sent += delivered.bytes;
+                s.dead_lettered += dead;
             });
+            if let Some(t) = throttle.as_mut() {
+                let wait = t.charge(delivered.bytes);
+                if !wait.is_zero() && !self.sleep(wait).await {
+                    break;
+                }
+            }
             if failed {
                 // The peer is back: what piled up during the outage becomes backfill and
                 // fresh data goes first from here. The widened backfill range may cover
@@ -328,12 +383,59 @@ impl DeliveryTask {
             tracing::warn!(sink = %self.name, error = %e, failures, "delivery failed; backing off");
         }
         let msg = e.to_string();
+        let state = if failures >= FAILING_AFTER || matches!(e, SinkError::Permanent(_)) {
+            LinkState::Failing
+        } else {
+            LinkState::BackingOff
+        };
         self.status.send_modify(|s| {
-            s.state = LinkState::BackingOff;
+            s.state = state;
             s.recent_errors.push(msg.clone());
             s.last_error = Some(msg);
             s.consecutive_failures = failures;
         });
+    }
+
+    /// Sets refused records aside (see the module doc); `Err` when they could not be kept,
+    /// in which case the batch must not be acked.
+    async fn set_aside(&self, batch: &Batch, rejected: &[Rejected]) -> Result<(), String> {
+        let dl = &self.dead_letter;
+        let mut to_buffer = Vec::new();
+        let mut to_file = Vec::new();
+        for rj in rejected {
+            let Some(r) = batch.iter().find(|r| r.seq == rj.seq) else {
+                continue;
+            };
+            tracing::warn!(sink = %self.name, seq = r.seq, stream = %r.stream, reason = %rj.reason, "peer refused a record for good; setting it aside");
+            let mut letter = r.clone();
+            letter.reading.quality = skygate_drivers::Quality::Bad(format!(
+                "refused by sink {} (stream {}, seq {}): {}",
+                self.name, r.stream, r.seq, rj.reason
+            ));
+            // A refused dead letter is not offered to the sinks again: it could go round.
+            if dl.mask != 0 && *r.stream != *dl.stream {
+                letter.stream = dl.stream.clone();
+                to_buffer.push(crate::buffer::NewRecord {
+                    record: letter,
+                    sinks: dl.mask,
+                });
+            } else {
+                to_file.push(letter);
+            }
+        }
+        if !to_file.is_empty() {
+            let (file, gateway) = (dl.file.clone(), dl.gateway.clone());
+            tokio::task::spawn_blocking(move || append_dead_letters(&file, &gateway, &to_file))
+                .await
+                .map_err(|e| format!("dead-letter task: {e}"))??;
+        }
+        if !to_buffer.is_empty() {
+            self.buffer
+                .append_durable(to_buffer)
+                .await
+                .map_err(|e| format!("cannot append dead letters: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Sleeps unless cancelled first; false when cancelled.
@@ -352,30 +454,60 @@ fn backfill_turn(sent_backfill: u64, sent_live: u64, share: f64) -> bool {
         || (share > 0.0 && (sent_backfill as f64) * (1.0 - share) <= (sent_live as f64) * share)
 }
 
+/// Appends records to the dead-letter file as NDJSON (blobs inline) and fsyncs it.
+fn append_dead_letters(
+    file: &std::path::Path,
+    gateway: &str,
+    records: &[crate::model::Record],
+) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    for r in records {
+        crate::model::write_ndjson(&mut out, gateway, r, crate::model::BlobPlacement::Inline);
+    }
+    let err = |e: std::io::Error| format!("dead-letter file {}: {e}", file.display());
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .map_err(err)?;
+    f.write_all(&out).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+/// Everything a delivery loop needs.
+#[derive(Debug)]
+pub struct SinkSpec {
+    pub name: String,
+    pub sink: Box<dyn Sink>,
+    pub id: SinkId,
+    pub buffer: Buffer,
+    pub common: SinkCommon,
+    pub dead_letter: DeadLetter,
+    pub cancel: CancellationToken,
+}
+
 /// Spawns a sink's delivery loop; returns its handle.
-pub fn spawn(
-    tracker: &tokio_util::task::TaskTracker,
-    name: String,
-    sink: Box<dyn Sink>,
-    id: SinkId,
-    buffer: Buffer,
-    common: SinkCommon,
-    cancel: CancellationToken,
-) -> SinkHandle {
+pub fn spawn(tracker: &tokio_util::task::TaskTracker, spec: SinkSpec) -> SinkHandle {
     let (status_tx, status) = watch::channel(SinkStatus {
         backfilling: true,
         ..SinkStatus::default()
     });
     let (control, control_rx) = watch::channel(SinkControl::default());
+    let id = spec.id;
     let task = DeliveryTask {
-        name,
-        sink,
+        name: spec.name,
+        sink: spec.sink,
         id,
-        buffer,
-        common,
-        cancel,
+        buffer: spec.buffer,
+        common: spec.common,
+        cancel: spec.cancel,
         status: status_tx,
         control: control_rx,
+        dead_letter: spec.dead_letter,
     };
     tracker.spawn(task.run());
     SinkHandle {
@@ -421,24 +553,36 @@ mod lane_tests {
     use crate::model::{Gap, Record};
     use crate::sinks::{Sink, SinkFuture};
 
-    /// Records the seqs it is given, in order; refuses everything while `down`.
+    /// Records the seqs it is given, in order; refuses everything while `down`, and the
+    /// records of stream `refuse` one by one.
     #[derive(Debug, Default)]
     struct RecordingSink {
         down: Arc<AtomicBool>,
         seen: Arc<Mutex<Vec<u64>>>,
+        refuse: Option<&'static str>,
     }
 
     impl Sink for RecordingSink {
-        fn deliver(&mut self, batch: Batch) -> SinkFuture<'_> {
+        fn deliver(&mut self, batch: Batch) -> SinkFuture<'_, Delivered> {
             Box::pin(async move {
                 if self.down.load(Ordering::Relaxed) {
                     return Err(SinkError::Transient("peer unreachable".into()));
                 }
-                self.seen
-                    .lock()
-                    .expect("lock")
-                    .extend(batch.iter().map(|r| r.seq));
-                Ok(())
+                let mut d = Delivered {
+                    bytes: 100 * batch.len() as u64,
+                    rejected: Vec::new(),
+                };
+                for r in batch.iter() {
+                    if self.refuse.is_some_and(|s| *r.stream == *s) {
+                        d.rejected.push(Rejected {
+                            seq: r.seq,
+                            reason: "too large".into(),
+                        });
+                    } else {
+                        self.seen.lock().expect("lock").push(r.seq);
+                    }
+                }
+                Ok(d)
             })
         }
         fn deliver_gap<'a>(&'a mut self, _: &'a Gap) -> SinkFuture<'a> {
@@ -457,12 +601,36 @@ mod lane_tests {
                     ..BufferSettings::default()
                 },
                 gateway_id: "gw".into(),
-                sinks: vec!["k".into()],
+                sinks: vec!["k".into(), "b".into()],
                 routes: vec![(vec!["*".into()], vec!["k".into()])],
             },
             Arc::new(skygate_bsp::GenericLinux::default()),
         )
         .expect("open")
+    }
+
+    fn spec(
+        dir: &std::path::Path,
+        sink: Box<dyn Sink>,
+        id: SinkId,
+        buffer: &Buffer,
+        common: SinkCommon,
+        cancel: &CancellationToken,
+    ) -> SinkSpec {
+        SinkSpec {
+            name: "k".into(),
+            sink,
+            id,
+            buffer: buffer.clone(),
+            common,
+            dead_letter: DeadLetter {
+                stream: Arc::from("deadletter"),
+                mask: 0,
+                file: dir.join("deadletter/k.ndjson"),
+                gateway: Arc::from("gw"),
+            },
+            cancel: cancel.clone(),
+        }
     }
 
     fn record(n: i64) -> Record {
@@ -519,15 +687,12 @@ mod lane_tests {
             batch_max_records: 500,
             batch_max_bytes: 1 << 30,
             batch_max_age: Duration::from_millis(1),
+            max_bytes_per_sec: None,
+            dead_letter_stream: "deadletter".into(),
         };
         let handle = spawn(
             &tracker,
-            "k".into(),
-            Box::new(sink),
-            id,
-            buffer.clone(),
-            common,
-            cancel.clone(),
+            spec(dir.path(), Box::new(sink), id, &buffer, common, &cancel),
         );
         let mut status = handle.status.clone();
         // The first (backfill) batch fails; then more piles up behind the failing sink.
@@ -619,17 +784,14 @@ mod lane_tests {
             batch_max_records: 100,
             batch_max_bytes: 1 << 30,
             batch_max_age: Duration::from_millis(1),
+            max_bytes_per_sec: None,
+            dead_letter_stream: "deadletter".into(),
         };
         let tracker = tokio_util::task::TaskTracker::new();
         let cancel = CancellationToken::new();
         let h = spawn(
             &tracker,
-            "k".into(),
-            Box::new(sink),
-            id,
-            buffer.clone(),
-            common,
-            cancel.clone(),
+            spec(dir.path(), Box::new(sink), id, &buffer, common, &cancel),
         );
         let mut status = h.status.clone();
         let wait = |st: LinkState| {
@@ -665,6 +827,202 @@ mod lane_tests {
         cancel.cancel();
         tracker.close();
         tracker.wait().await;
+        guard.close().await;
+    }
+
+    fn records(stream: &str, n: i64, mask: u64) -> Vec<NewRecord> {
+        (0..n)
+            .map(|i| {
+                let mut r = record(i);
+                r.stream = Arc::from(stream);
+                NewRecord {
+                    record: r,
+                    sinks: mask,
+                }
+            })
+            .collect()
+    }
+
+    fn common() -> SinkCommon {
+        SinkCommon {
+            backfill_share: 0.5,
+            backoff_initial: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(50),
+            batch_max_records: 50,
+            batch_max_bytes: 1 << 30,
+            batch_max_age: Duration::from_millis(1),
+            max_bytes_per_sec: None,
+            dead_letter_stream: "deadletter".into(),
+        }
+    }
+
+    async fn run_until(
+        h: &SinkHandle,
+        done: impl Fn(&SinkStatus) -> bool,
+        cancel: CancellationToken,
+        tracker: tokio_util::task::TaskTracker,
+    ) {
+        let mut status = h.status.clone();
+        tokio::time::timeout(Duration::from_secs(20), status.wait_for(|s| done(s)))
+            .await
+            .expect("delivery finished in time")
+            .expect("status");
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_records_become_dead_letters_for_the_other_sinks_and_the_rest_is_delivered() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (buffer, guard) = open_buffer(dir.path());
+        let (k, b) = (
+            buffer.sink_id("k").expect("k"),
+            buffer.sink_id("b").expect("b"),
+        );
+        buffer
+            .append_durable(records("wx", 40, k.mask()))
+            .await
+            .expect("append");
+        buffer
+            .append_durable(records("big", 10, k.mask()))
+            .await
+            .expect("append");
+        let sink = RecordingSink {
+            refuse: Some("big"),
+            ..RecordingSink::default()
+        };
+        let seen = sink.seen.clone();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let mut spec = spec(dir.path(), Box::new(sink), k, &buffer, common(), &cancel);
+        spec.dead_letter.mask = b.mask();
+        let h = spawn(&tracker, spec);
+        run_until(
+            &h,
+            |s| s.dead_lettered == 10 && s.delivered_records == 40,
+            cancel,
+            tracker,
+        )
+        .await;
+        assert_eq!(*seen.lock().expect("lock"), (1..=40).collect::<Vec<_>>());
+        // The refused records wait for sink b, in the dead-letter stream, saying why.
+        let letters = buffer
+            .read(ReadQuery {
+                sink: b,
+                after: 0,
+                upto: u64::MAX,
+                max_records: 100,
+                max_bytes: 1 << 30,
+            })
+            .await
+            .expect("read");
+        assert_eq!(letters.len(), 10);
+        for (i, l) in letters.iter().enumerate() {
+            assert_eq!(&*l.stream, "deadletter");
+            assert_eq!(
+                l.reading.value,
+                Value::Integer(i as i64),
+                "the record itself is kept"
+            );
+            let skygate_drivers::Quality::Bad(why) = &l.reading.quality else {
+                panic!("quality {:?}", l.reading.quality);
+            };
+            assert_eq!(
+                why,
+                &format!("refused by sink k (stream big, seq {}): too large", 41 + i)
+            );
+        }
+        // Nothing is left pending for k.
+        let left = buffer
+            .read(ReadQuery {
+                sink: k,
+                after: 0,
+                upto: u64::MAX,
+                max_records: 100,
+                max_bytes: 1 << 30,
+            })
+            .await
+            .expect("read");
+        assert!(left.is_empty(), "{} left for k", left.len());
+        guard.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_no_other_sink_for_dead_letters_they_are_kept_in_the_dead_letter_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (buffer, guard) = open_buffer(dir.path());
+        let k = buffer.sink_id("k").expect("k");
+        buffer
+            .append_durable(records("big", 3, k.mask()))
+            .await
+            .expect("append");
+        let sink = RecordingSink {
+            refuse: Some("big"),
+            ..RecordingSink::default()
+        };
+        let tracker = tokio_util::task::TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let h = spawn(
+            &tracker,
+            spec(dir.path(), Box::new(sink), k, &buffer, common(), &cancel),
+        );
+        run_until(&h, |s| s.dead_lettered == 3, cancel, tracker).await;
+        let text = std::fs::read_to_string(dir.path().join("deadletter/k.ndjson")).expect("file");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(lines.len(), 3);
+        for (i, l) in lines.iter().enumerate() {
+            assert_eq!(l["seq"], 1 + i as u64);
+            assert_eq!(l["stream"], "big");
+            assert_eq!(l["quality"], "bad");
+            assert!(
+                l["quality_reason"]
+                    .as_str()
+                    .expect("reason")
+                    .contains("too large")
+            );
+        }
+        guard.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bandwidth_cap_holds_the_average_rate_down() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (buffer, guard) = open_buffer(dir.path());
+        let k = buffer.sink_id("k").expect("k");
+        // 300 records x 100 bytes = 30 kB at 10 kB/s, in 6 batches of 5 kB: the first
+        // second's 10 kB go at once and the wait for the last batch comes after it, so the
+        // 15 kB between take at least 1.5 s (without the cap: milliseconds).
+        buffer
+            .append_durable(records("wx", 300, k.mask()))
+            .await
+            .expect("append");
+        let tracker = tokio_util::task::TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let mut c = common();
+        c.max_bytes_per_sec = Some(10_000);
+        let started = std::time::Instant::now();
+        let h = spawn(
+            &tracker,
+            spec(
+                dir.path(),
+                Box::new(RecordingSink::default()),
+                k,
+                &buffer,
+                c,
+                &cancel,
+            ),
+        );
+        run_until(&h, |s| s.delivered_records == 300, cancel, tracker).await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(1450),
+            "30 kB at 10 kB/s took only {took:?}"
+        );
+        assert_eq!(h.status.borrow().bytes_sent, 30_000);
         guard.close().await;
     }
 }

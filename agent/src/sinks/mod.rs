@@ -8,6 +8,9 @@
 
 pub mod bucket;
 pub mod delivery;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod template;
 
 use std::future::Future;
 use std::path::Path;
@@ -17,7 +20,7 @@ use std::sync::Arc;
 use crate::config::{SinkKind, SinkSettings};
 use crate::model::{Gap, Record};
 
-pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+pub type SinkFuture<'a, T = ()> = Pin<Box<dyn Future<Output = Result<T, SinkError>> + Send + 'a>>;
 
 /// A batch: records of one lane, in seq order, shared with blocking encoders.
 pub type Batch = Arc<[Record]>;
@@ -27,17 +30,37 @@ pub enum SinkError {
     /// Worth retrying: peer unreachable, timeout, throttled, 5xx.
     #[error("{0}")]
     Transient(String),
-    /// Retrying the same batch will not help (rejected by the peer). Still retried with
-    /// backoff until dead-lettering arrives with the sinks work; never dropped.
+    /// Retrying the same batch will not help by itself (the peer refuses the whole batch:
+    /// bad credentials, a missing bucket); it is still retried with backoff, because an
+    /// operator can fix the cause, and the link shows as failing. Records the peer refuses
+    /// one by one are [`Delivered::rejected`] instead.
     #[error("{0}")]
     Permanent(String),
+}
+
+/// What the peer confirmed of a batch.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    /// Bytes sent for the batch (payloads and the names that go with them), for the
+    /// bandwidth cap.
+    pub bytes: u64,
+    /// Records the peer refused for good (too large, not authorised); every other record
+    /// of the batch was confirmed. The delivery loop sets these aside as dead letters.
+    pub rejected: Vec<Rejected>,
+}
+
+/// One record a peer refused for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub seq: u64,
+    pub reason: String,
 }
 
 /// Moves batches to one peer.
 pub trait Sink: Send + Sync + std::fmt::Debug + 'static {
     /// Delivers every record of the batch; `Ok` only when the peer confirmed all of them.
     /// Must be idempotent for the same batch: a retry overwrites, never duplicates.
-    fn deliver(&mut self, batch: Batch) -> SinkFuture<'_>;
+    fn deliver(&mut self, batch: Batch) -> SinkFuture<'_, Delivered>;
     /// Delivers a gap marker.
     fn deliver_gap<'a>(&'a mut self, gap: &'a Gap) -> SinkFuture<'a>;
 }
@@ -56,5 +79,7 @@ pub fn build(
 ) -> Result<Box<dyn Sink>, SinkBuildError> {
     match &settings.kind {
         SinkKind::Bucket(b) => Ok(Box::new(bucket::BucketSink::new(b, gateway, data_dir))),
+        #[cfg(feature = "kafka")]
+        SinkKind::Kafka(k) => Ok(Box::new(kafka::KafkaSink::new(&settings.name, k, gateway))),
     }
 }

@@ -23,7 +23,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use skygate_drivers::Value;
 
-use super::{Batch, Sink, SinkError, SinkFuture};
+use super::{Batch, Delivered, Sink, SinkError, SinkFuture};
 use crate::config::BucketSinkSettings;
 use crate::model::{self, BlobPlacement, Gap, Record};
 
@@ -160,7 +160,7 @@ fn classify(e: object_store::Error) -> SinkError {
 }
 
 impl Sink for BucketSink {
-    fn deliver(&mut self, batch: Batch) -> SinkFuture<'_> {
+    fn deliver(&mut self, batch: Batch) -> SinkFuture<'_, Delivered> {
         Box::pin(async move {
             let store = self.open_store().await?;
             let base = self.base();
@@ -171,16 +171,21 @@ impl Sink for BucketSink {
                 tokio::task::spawn_blocking(move || encode_batch(&batch, &base, &gateway, level))
                     .await
                     .map_err(|e| SinkError::Transient(format!("encoder task: {e}")))??;
+            let mut bytes = 0;
             for o in objects {
                 let path = ObjectPath::parse(&o.key)
                     .map_err(|e| SinkError::Permanent(format!("key {}: {e}", o.key)))?;
+                bytes += (o.data.len() + o.key.len()) as u64;
                 if let Err(e) = store.put(&path, PutPayload::from(o.data)).await {
                     // Open afresh next time: the directory may have been replaced.
                     self.store = None;
                     return Err(classify(e));
                 }
             }
-            Ok(())
+            Ok(Delivered {
+                bytes,
+                rejected: Vec::new(),
+            })
         })
     }
 
