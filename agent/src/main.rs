@@ -12,6 +12,8 @@ use skygate_agent::pipeline::ReloadRequest;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // One TLS provider (ring) for every client, ours and the libraries'.
+    skygate_agent::util::tls::install_default_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match config::load(&file) {

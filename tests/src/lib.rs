@@ -397,6 +397,47 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_port(port: u16, what: &str) {
+    wait_until(Duration::from_secs(30), what, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
+/// `skygate sinks --json` of a running agent: each sink's state, last error and counters.
+pub fn sinks_json(data_dir: &Path) -> serde_json::Value {
+    let out = skygate(&[
+        "sinks",
+        "--json",
+        "--data-dir",
+        data_dir.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// One sink's entry in [`sinks_json`]; `Null` while the agent is not answering yet.
+pub fn sink_status(data_dir: &Path, name: &str) -> serde_json::Value {
+    let out = skygate(&[
+        "sinks",
+        "--json",
+        "--data-dir",
+        data_dir.to_str().expect("utf8"),
+    ]);
+    if !out.status.success() {
+        return serde_json::Value::Null;
+    }
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    all.as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no sink {name} in {all}"))
+}
+
 /// The Python that has the test peers' packages (pymodbus, ...): `SKYGATE_PYTHON`, or the
 /// virtualenv `scripts/setup` makes under `~/.cache/skygate/py`.
 pub fn peer_python() -> PathBuf {

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use skygate_e2e::{Agent, read_bucket, require_root, sim_rig, skygate, wait_until};
+use skygate_e2e::{Agent, read_bucket, require_root, sim_rig, sinks_json, skygate, wait_until};
 
 fn api(data: &Path, method: &str, path: &str) -> Vec<u8> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -13,21 +13,6 @@ fn api(data: &Path, method: &str, path: &str) -> Vec<u8> {
     let ep = skygate_agent::control::client::Endpoint::Unix(data.join("skygate.sock"));
     rt.block_on(ep.request(method, path))
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-fn sinks_json(data: &Path) -> serde_json::Value {
-    let out = skygate(&[
-        "sinks",
-        "--json",
-        "--data-dir",
-        data.to_str().expect("utf8"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
 }
 
 fn scrape(data: &Path) -> prometheus_parse::Scrape {

@@ -137,17 +137,6 @@ pub struct SinkCommonRaw {
     pub dead_letter_stream: Option<Name>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BucketSinkRaw {
-    /// `file:///absolute/dir`; cloud URLs come with the cloud backends.
-    pub url: Option<Spanned<String>>,
-    /// A directory, relative to the data directory unless absolute.
-    pub dir: Option<Spanned<String>>,
-    pub prefix: Option<Spanned<String>>,
-    pub compression_level: Option<Spanned<i32>>,
-}
-
 /// A driver's kind-specific settings, already validated by the driver crate (which is
 /// done while the file's spans are at hand, so errors point at the offending key).
 #[derive(Debug, Clone)]
@@ -162,7 +151,7 @@ pub enum DriverKindRaw {
 
 #[derive(Debug, Clone)]
 pub enum SinkKindRaw {
-    Bucket(BucketSinkRaw),
+    Bucket(Box<crate::sinks::bucket::BucketSinkSettings>),
     #[cfg(feature = "kafka")]
     Kafka(Box<crate::sinks::kafka::KafkaSinkSettings>),
 }
@@ -407,10 +396,13 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
     for (name, table) in named_tables(file, sinks, "sinks")? {
         let (kind, common, rest) = split_kind::<SinkCommonRaw>(file, &name, table, "sink")?;
         let kind = match kind.get_ref().as_str() {
-            "bucket" => SinkKindRaw::Bucket(
-                Deserialize::deserialize(toml::de::ValueDeserializer::from(rest))
-                    .map_err(de_err)?,
-            ),
+            "bucket" => SinkKindRaw::Bucket(Box::new(kind_config(
+                file,
+                "sink",
+                &name,
+                rest,
+                crate::sinks::bucket::BucketSinkRaw::validate,
+            )?)),
             #[cfg(feature = "kafka")]
             "kafka" => SinkKindRaw::Kafka(Box::new(kind_config(
                 file,

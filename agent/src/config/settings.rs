@@ -13,8 +13,7 @@ use skygate_drivers::serial::SerialConfig;
 use skygate_drivers::sim::SimConfig;
 
 use super::raw::{
-    BrokerRaw, BucketSinkRaw, ControlMerged, DriverKindRaw, DurabilityRaw, Located, Merged,
-    SinkKindRaw,
+    BrokerRaw, ControlMerged, DriverKindRaw, DurabilityRaw, Located, Merged, SinkKindRaw,
 };
 use super::{ConfigError, ConfigSource, SourceFile};
 
@@ -178,17 +177,11 @@ pub struct SinkCommon {
 /// Where refused records go unless a sink says otherwise.
 pub const DEFAULT_DEAD_LETTER_STREAM: &str = "deadletter";
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct BucketSinkSettings {
-    /// A directory: absolute, or relative to the data directory (resolved at start).
-    pub dir: PathBuf,
-    pub prefix: String,
-    pub compression_level: i32,
-}
+pub use crate::sinks::bucket::BucketSinkSettings;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
-    Bucket(BucketSinkSettings),
+    Bucket(Box<BucketSinkSettings>),
     #[cfg(feature = "kafka")]
     Kafka(Box<crate::sinks::kafka::KafkaSinkSettings>),
 }
@@ -407,7 +400,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
                 .map_or_else(|| DEFAULT_DEAD_LETTER_STREAM.to_string(), |n| n.0),
         };
         let kind = match &l.value.kind {
-            SinkKindRaw::Bucket(b) => SinkKind::Bucket(bucket(name, b, l.file, files)?),
+            SinkKindRaw::Bucket(b) => SinkKind::Bucket(b.clone()),
             #[cfg(feature = "kafka")]
             SinkKindRaw::Kafka(k) => SinkKind::Kafka(k.clone()),
         };
@@ -633,62 +626,6 @@ fn control(c: ControlMerged, files: &[SourceFile]) -> Result<ControlSettings, Co
         socket_mode,
         socket_group: c.socket_group.map(|g| g.value),
         tcp,
-    })
-}
-
-fn bucket(
-    name: &str,
-    b: &BucketSinkRaw,
-    file: usize,
-    files: &[SourceFile],
-) -> Result<BucketSinkSettings, ConfigError> {
-    let f = &files[file];
-    let dir = match (&b.url, &b.dir) {
-        (Some(_), Some(d)) => {
-            return Err(f.error_at(
-                Some(d.span()),
-                format!("sink {name}: give either `url` or `dir`, not both"),
-            ));
-        }
-        (Some(u), None) => match u.get_ref().strip_prefix("file://") {
-            Some(path) if path.starts_with('/') => PathBuf::from(path),
-            _ => {
-                return Err(f.error_at(
-                    Some(u.span()),
-                    format!("sink {name}: unsupported bucket url {:?}; this build supports file:///absolute/path", u.get_ref()),
-                ));
-            }
-        },
-        (None, Some(d)) => PathBuf::from(d.get_ref()),
-        (None, None) => PathBuf::from("bucket"),
-    };
-    let prefix = b
-        .prefix
-        .as_ref()
-        .map_or_else(|| "skygate".to_string(), |p| p.get_ref().clone());
-    if prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
-        let span = b.prefix.as_ref().map(|p| p.span());
-        return Err(f.error_at(
-            span,
-            format!(
-                "sink {name}: prefix {prefix:?} must not start or end with '/' or contain '//'"
-            ),
-        ));
-    }
-    let compression_level = match &b.compression_level {
-        Some(l) if !(1..=19).contains(l.get_ref()) => {
-            return Err(f.error_at(
-                Some(l.span()),
-                format!("sink {name}: compression_level must be 1 to 19"),
-            ));
-        }
-        Some(l) => *l.get_ref(),
-        None => 3,
-    };
-    Ok(BucketSinkSettings {
-        dir,
-        prefix,
-        compression_level,
     })
 }
 
