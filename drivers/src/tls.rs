@@ -68,18 +68,48 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Tls
 
 /// A client configuration trusting the system bundle (where there is one) and a site CA.
 pub fn client_config_site(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    client_config_roots(&site_bundles(ca))
+}
+
+/// The system bundle (where there is one) and a site CA.
+fn site_bundles(ca: Option<&Path>) -> Vec<&Path> {
     let system = Path::new(SYSTEM_CA_BUNDLE);
     let mut bundles = Vec::new();
     if system.exists() {
         bundles.push(system);
     }
     bundles.extend(ca);
-    client_config_roots(&bundles)
+    bundles
 }
 
 /// A client configuration trusting every CA in the given PEM bundles (for a public feed:
 /// the system bundle plus a site CA).
 pub fn client_config_roots(bundles: &[&Path]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(bundles)?)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// Like [`client_config_site`], presenting a client certificate (mutual TLS).
+pub fn client_config_mtls(
+    ca: Option<&Path>,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let chain = certs(cert)?;
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| file_err(key, format!("no usable private key: {e}")))?;
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(&site_bundles(ca))?)
+        .with_client_auth_cert(chain, key_der)
+        .map_err(|e| file_err(cert, format!("client certificate and key do not fit: {e}")))?;
+    Ok(Arc::new(cfg))
+}
+
+fn roots(bundles: &[&Path]) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for path in bundles {
         for c in certs(path)? {
@@ -88,9 +118,5 @@ pub fn client_config_roots(bundles: &[&Path]) -> Result<Arc<rustls::ClientConfig
                 .map_err(|e| file_err(path, format!("unusable CA certificate: {e}")))?;
         }
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
+    Ok(roots)
 }

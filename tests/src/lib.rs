@@ -354,6 +354,12 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// Another CA's certificate: trusting only this must fail the handshake.
     pub other_ca: PathBuf,
+    /// A client certificate and key the CA signed (CN `skygate-gw`), for mutual TLS.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A client certificate from the other CA: a server trusting only `ca` refuses it.
+    pub rogue_cert: PathBuf,
+    pub rogue_key: PathBuf,
 }
 
 pub fn tls_files(dir: &Path) -> TlsFiles {
@@ -376,12 +382,27 @@ pub fn tls_files(dir: &Path) -> TlsFiles {
     p.distinguished_name
         .push(DnType::CommonName, "skygate gateway");
     let cert = p.signed_by(&key, &issuer).expect("sign");
+    let client = |issuer: &CertifiedIssuer<'_, KeyPair>, cert: &Path, key_path: &Path| {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, "skygate-gw");
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let c = p.signed_by(&key, issuer).expect("sign client");
+        std::fs::write(cert, c.pem()).expect("client cert");
+        std::fs::write(key_path, key.serialize_pem()).expect("client key");
+    };
     let files = TlsFiles {
         ca: dir.join("ca.pem"),
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
         other_ca: dir.join("other-ca.pem"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+        rogue_cert: dir.join("rogue.pem"),
+        rogue_key: dir.join("rogue.key"),
     };
+    client(&issuer, &files.client_cert, &files.client_key);
+    client(&other, &files.rogue_cert, &files.rogue_key);
     std::fs::write(&files.ca, issuer.pem()).expect("ca");
     std::fs::write(&files.other_ca, other.pem()).expect("other ca");
     std::fs::write(&files.cert, cert.pem()).expect("cert");

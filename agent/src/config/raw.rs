@@ -152,6 +152,7 @@ pub enum DriverKindRaw {
 #[derive(Debug, Clone)]
 pub enum SinkKindRaw {
     Bucket(Box<crate::sinks::bucket::BucketSinkSettings>),
+    Mqtt(Box<crate::sinks::mqtt::MqttSinkSettings>),
     #[cfg(feature = "kafka")]
     Kafka(Box<crate::sinks::kafka::KafkaSinkSettings>),
 }
@@ -403,6 +404,13 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
                 rest,
                 crate::sinks::bucket::BucketSinkRaw::validate,
             )?)),
+            "mqtt" => SinkKindRaw::Mqtt(Box::new(kind_config(
+                file,
+                "sink",
+                &name,
+                rest,
+                crate::sinks::mqtt::MqttSinkRaw::validate,
+            )?)),
             #[cfg(feature = "kafka")]
             "kafka" => SinkKindRaw::Kafka(Box::new(kind_config(
                 file,
@@ -423,6 +431,7 @@ pub const DRIVER_KINDS: &[&str] = &["sim", "modbus", "serial", "http", "mqtt", "
 /// Sink kinds this build knows.
 pub const SINK_KINDS: &[&str] = &[
     "bucket",
+    "mqtt",
     #[cfg(feature = "kafka")]
     "kafka",
 ];

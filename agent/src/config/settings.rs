@@ -182,6 +182,7 @@ pub use crate::sinks::bucket::BucketSinkSettings;
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
     Bucket(Box<BucketSinkSettings>),
+    Mqtt(Box<crate::sinks::mqtt::MqttSinkSettings>),
     #[cfg(feature = "kafka")]
     Kafka(Box<crate::sinks::kafka::KafkaSinkSettings>),
 }
@@ -401,6 +402,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         };
         let kind = match &l.value.kind {
             SinkKindRaw::Bucket(b) => SinkKind::Bucket(b.clone()),
+            SinkKindRaw::Mqtt(m) => SinkKind::Mqtt(m.clone()),
             #[cfg(feature = "kafka")]
             SinkKindRaw::Kafka(k) => SinkKind::Kafka(k.clone()),
         };

@@ -10,6 +10,7 @@ pub mod bucket;
 pub mod delivery;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod mqtt;
 pub mod template;
 
 use std::future::Future;
@@ -79,6 +80,7 @@ pub fn build(
 ) -> Result<Box<dyn Sink>, SinkBuildError> {
     match &settings.kind {
         SinkKind::Bucket(b) => Ok(Box::new(bucket::BucketSink::new(b, gateway, data_dir))),
+        SinkKind::Mqtt(m) => Ok(Box::new(mqtt::MqttSink::new(&settings.name, m, gateway))),
         #[cfg(feature = "kafka")]
         SinkKind::Kafka(k) => Ok(Box::new(kafka::KafkaSink::new(&settings.name, k, gateway))),
     }

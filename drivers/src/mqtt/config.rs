@@ -372,8 +372,8 @@ impl TopicRaw {
     }
 }
 
-/// `mqtt://host[:1883]` or `mqtts://host[:8883]`.
-fn parse_url(url: &str) -> Result<(bool, String, u16), FieldError> {
+/// `mqtt://host[:1883]` or `mqtts://host[:8883]`: (tls, host, port).
+pub fn parse_url(url: &str) -> Result<(bool, String, u16), FieldError> {
     let bad = |why: &str| field_err("url", &format!("{url:?}: {why}"));
     let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
         (true, r)
