@@ -16,7 +16,7 @@ import os
 import sys
 
 
-def save(out, key, data, manifest, content_type, metadata):
+def save(out, key, data, manifest, content_type, metadata, created=None):
     path = os.path.join(out, key)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
@@ -25,6 +25,7 @@ def save(out, key, data, manifest, content_type, metadata):
         "size": len(data),
         "content_type": content_type,
         "metadata": {k.lower(): v for k, v in (metadata or {}).items()},
+        "created": created.isoformat() if created else None,
     }
 
 
@@ -85,7 +86,7 @@ def gcs(endpoint, bucket, out):
     client = storage.Client(project="skygate", credentials=AnonymousCredentials())
     manifest = {}
     for b in client.list_blobs(bucket):
-        save(out, b.name, b.download_as_bytes(), manifest, b.content_type, b.metadata)
+        save(out, b.name, b.download_as_bytes(), manifest, b.content_type, b.metadata, b.time_created)
     return manifest
 
 

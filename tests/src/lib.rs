@@ -487,8 +487,20 @@ pub struct Peer {
 impl Peer {
     /// Starts `program args`, waiting up to 20 s for `ready` on its stdout when asked.
     pub fn start(name: &str, program: &Path, args: &[&str], wait_ready: bool) -> Peer {
+        Self::start_in(name, program, args, wait_ready, Path::new("."))
+    }
+
+    /// [`Peer::start`] in working directory `cwd`.
+    pub fn start_in(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        wait_ready: bool,
+        cwd: &Path,
+    ) -> Peer {
         use std::io::BufRead;
         let mut child = Command::new(program)
+            .current_dir(cwd)
             .args(args)
             .stdin(Stdio::null())
             .stdout(if wait_ready {
@@ -573,4 +585,138 @@ pub fn driver_status(data_dir: &Path, name: &str) -> serde_json::Value {
     all.as_array()
         .and_then(|d| d.iter().find(|x| x["name"] == name).cloned())
         .unwrap_or_default()
+}
+
+/// A TCP relay on 127.0.0.1 in front of a peer, which a test can cut like a failed link:
+/// while it is down, connections made through it go silent (nothing is forwarded either
+/// way, as when a firewall drops packets) and new ones hang after connecting; when it comes
+/// back up, the silent connections are closed (as a long outage ends them) and new ones
+/// are relayed again.
+#[derive(Debug)]
+pub struct FaultProxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped at every restore: connections from an older epoch close.
+    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FaultProxy {
+    pub fn start(target: u16) -> FaultProxy {
+        Self::start_on(free_port(), target)
+    }
+
+    /// On a given port (for peers that advertise their address, like Kafka brokers).
+    pub fn start_on(port: u16, target: u16) -> FaultProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("proxy bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let up = Arc::new(AtomicBool::new(true));
+        let epoch = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (u, e, s) = (up.clone(), epoch.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                let (u, e, s) = (u.clone(), e.clone(), s.clone());
+                std::thread::spawn(move || relay(client, target, &u, &e, &s));
+            }
+        });
+        FaultProxy {
+            port,
+            up,
+            epoch,
+            stop,
+        }
+    }
+
+    /// Cuts the link.
+    pub fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Restores it; connections made before are closed.
+    pub fn up(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Relays one connection until either side closes, the link is restored after a cut (the
+/// connection is then closed) or the proxy stops. Down: nothing moves.
+fn relay(
+    client: std::net::TcpStream,
+    target: u16,
+    up: &std::sync::atomic::AtomicBool,
+    epoch: &std::sync::atomic::AtomicU64,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{ErrorKind, Read, Write};
+    use std::sync::atomic::Ordering;
+    let born = epoch.load(Ordering::SeqCst);
+    let alive = || !stop.load(Ordering::Relaxed) && epoch.load(Ordering::SeqCst) == born;
+    // A connection made while down hangs until the link is back (then it is closed).
+    while !up.load(Ordering::SeqCst) {
+        if !alive() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !alive() {
+        return;
+    }
+    let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    // One pump per direction; each checks the link state between reads.
+    let pump = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+        let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if !alive() {
+                let _ = from.shutdown(std::net::Shutdown::Both);
+                let _ = to.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            if !up.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            match from.read(&mut buf) {
+                Ok(0) => {
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                    return;
+                }
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
+    };
+    std::thread::scope(|sc| {
+        sc.spawn(|| pump(client, server));
+        sc.spawn(|| pump(s2, c2));
+    });
 }
