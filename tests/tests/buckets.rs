@@ -85,18 +85,29 @@ fn mirror(root: &Path, args: &[&str]) -> (BucketContents, serde_json::Value) {
 
 /// Every committed seq exactly once; every blob its own object with its content type and
 /// metadata naming its seq.
-fn assert_exact(contents: &BucketContents, manifest: &serde_json::Value, last: u64) {
+/// `other_blobs`: a driver whose blobs are not camera frames (checked by the caller).
+fn assert_exact(
+    contents: &BucketContents,
+    manifest: &serde_json::Value,
+    last: u64,
+    other_blobs: Option<&str>,
+) {
     let counts = contents.seq_counts();
     let seqs: Vec<u64> = counts.keys().copied().collect();
     assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "every seq, no holes");
     assert!(counts.values().all(|c| *c == 1), "no seq twice");
+    let others = contents
+        .records
+        .iter()
+        .filter(|r| other_blobs.is_some_and(|o| r["source"] == o))
+        .count();
     let blob_records: Vec<&serde_json::Value> = contents
         .records
         .iter()
-        .filter(|r| r["type"] == "blob")
+        .filter(|r| r["type"] == "blob" && !other_blobs.is_some_and(|o| r["source"] == o))
         .collect();
     assert!(!blob_records.is_empty(), "camera frames delivered");
-    assert_eq!(contents.blob_objects, blob_records.len());
+    assert_eq!(contents.blob_objects, blob_records.len() + others);
     for r in blob_records {
         let key = r["value"]["key"].as_str().expect("blob key");
         let m = &manifest[key];
@@ -141,7 +152,7 @@ fn gcs_objects_read_back_with_googles_client_are_exactly_the_committed_records()
     let (_, last) = run_and_drain(root.path(), "gw-gcs", &sink, "g");
     let endpoint = format!("http://127.0.0.1:{port}");
     let (contents, manifest) = mirror(root.path(), &["gcs", &endpoint, "arch"]);
-    assert_exact(&contents, &manifest, last);
+    assert_exact(&contents, &manifest, last, None);
 }
 
 #[test]
@@ -262,5 +273,132 @@ fn azure_over_https_with_a_site_ca_gets_every_record_and_bad_credentials_or_an_u
             .filter(|k| k.starts_with("skygate/gw-az/") && k.contains("/blobs/"))
             .count(),
     };
-    assert_exact(&ours, &manifest, last);
+    assert_exact(&ours, &manifest, last, None);
+}
+
+fn s3s_fs() -> PathBuf {
+    let p = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/skygate/s3s-fs/bin/s3s-fs");
+    assert!(p.exists(), "{} missing: run scripts/setup", p.display());
+    p
+}
+
+#[test]
+fn s3_with_signed_requests_gets_every_record_a_large_file_goes_up_in_parts_and_a_wrong_secret_fails_clearly()
+ {
+    let root = tempfile::tempdir().expect("tmp");
+    let store = root.path().join("s3");
+    std::fs::create_dir_all(store.join("arch")).expect("bucket");
+    let port = free_port();
+    let _s3 = Peer::start(
+        "s3s-fs",
+        &s3s_fs(),
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            "gw-key",
+            "--secret-key",
+            "gw-secret-1",
+            store.to_str().expect("utf8"),
+        ],
+        false,
+    );
+    wait_port(port, "s3s-fs");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let creds = |name: &str, secret: &str| {
+        let p = root.path().join(name);
+        std::fs::write(
+            &p,
+            format!("# S3 keys for the archive\naws_access_key_id = gw-key\naws_secret_access_key = \"{secret}\"\n"),
+        )
+        .expect("creds");
+        p
+    };
+    let (good, wrong) = (
+        creds("s3.creds", "gw-secret-1"),
+        creds("wrong.creds", "guessed"),
+    );
+    let sink = |name: &str, creds: &Path| {
+        format!(
+            "[sinks.{name}]\nkind = \"bucket\"\nurl = \"s3://arch\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\ncredentials_file = \"{}\"\n\
+             multipart_threshold = \"5MiB\"\npart_size = \"5MiB\"\nbatch_max_age = \"500ms\"\nbackoff_initial = \"100ms\"\nbackoff_max = \"1s\"\n",
+            creds.display()
+        )
+    };
+
+    // The wrong secret: refused by the signature check, and the sink says so.
+    let bad = root.path().join("bad");
+    std::fs::create_dir_all(&bad).expect("dir");
+    let cfg = bad.join("c.toml");
+    std::fs::write(
+        &cfg,
+        config("gw-s3-bad", &sink("s3bad", &wrong), &["s3bad"]),
+    )
+    .expect("config");
+    let data = bad.join("data");
+    let a = Agent::start(&cfg, &data);
+    wait_until(Duration::from_secs(60), "the wrong secret failing", || {
+        sink_status(&data, "s3bad")["state"] == "failing"
+    });
+    let s = sink_status(&data, "s3bad");
+    let err = s["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("s3://arch") && err.contains("403"),
+        "wrong secret: {s}"
+    );
+    assert_eq!(s["delivered_records"], 0);
+    a.stop();
+
+    // A 12 MiB instrument file goes up as a multipart upload, beside the readings.
+    let drop_dir = root.path().join("incoming");
+    std::fs::create_dir_all(&drop_dir).expect("dir");
+    let big: Vec<u8> = (0..12 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    std::fs::write(drop_dir.join("frame-0001.raw"), &big).expect("big file");
+    let files = format!(
+        "[drivers.cam2]\nkind = \"files\"\ndir = \"{}\"\nformat = \"blob\"\ncontent_type = \"application/octet-stream\"\nafter = \"delete\"\nsettle = \"1s\"\n",
+        drop_dir.display()
+    );
+    let (_, last) = run_and_drain(
+        root.path(),
+        "gw-s3",
+        &format!("{files}{}", sink("s3", &good)),
+        "s3",
+    );
+    assert!(
+        !drop_dir.join("frame-0001.raw").exists(),
+        "the file is deleted once its upload was confirmed"
+    );
+    let (contents, manifest) = mirror(
+        root.path(),
+        &["s3", &endpoint, "arch", "gw-key", "gw-secret-1"],
+    );
+    // The big file: its own object, byte for byte, uploaded in parts.
+    let big_rec = contents
+        .records
+        .iter()
+        .find(|r| r["source"] == "cam2")
+        .expect("the file's record");
+    let key = big_rec["value"]["key"].as_str().expect("key");
+    let got = std::fs::read(root.path().join("mirror").join(key)).expect("object");
+    assert!(
+        got == big,
+        "the uploaded file differs ({} bytes)",
+        got.len()
+    );
+    let etag = manifest[key]["metadata"]["etag"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        etag.ends_with("-3"),
+        "a 3-part multipart upload's ETag, got {etag:?}"
+    );
+    // Everything else as with the other stores (the big file is not a camera frame).
+    assert_exact(&contents, &manifest, last, Some("cam2"));
 }

@@ -250,7 +250,7 @@ impl DeliveryTask {
             let first = batch[0].seq;
             let last = batch[batch.len() - 1].seq;
             let mut failed = false;
-            let mut abandoned = None;
+            let mut abandoned = false;
             let delivered = loop {
                 match self.sink.deliver(batch.clone()).await {
                     Ok(d) => break d,
@@ -270,25 +270,25 @@ impl DeliveryTask {
                         if self.control.borrow().paused {
                             // An operator paused a failing link: stop retrying. The batch
                             // stays pending (cursor unchanged) and is read again on resume.
-                            abandoned = Some(());
+                            abandoned = true;
                             break Delivered::default();
                         }
                     }
                 }
             };
-            if abandoned.is_some() {
+            if abandoned {
                 continue;
             }
-            if !delivered.rejected.is_empty() {
-                if let Err(e) = self.set_aside(&batch, &delivered.rejected).await {
-                    // Not acked: the batch is sent again, and set aside again, later.
-                    tracing::error!(sink = %self.name, error = %e, "cannot set refused records aside");
-                    self.note_failure(&SinkError::Transient(e), &backoff);
-                    if !self.sleep(backoff.next_delay()).await {
-                        break;
-                    }
-                    continue;
+            if !delivered.rejected.is_empty()
+                && let Err(e) = self.set_aside(&batch, &delivered.rejected).await
+            {
+                // Not acked: the batch is sent again, and set aside again, later.
+                tracing::error!(sink = %self.name, error = %e, "cannot set refused records aside");
+                self.note_failure(&SinkError::Transient(e), &backoff);
+                if !self.sleep(backoff.next_delay()).await {
+                    break;
                 }
+                continue;
             }
             if let Err(e) = self.buffer.ack(self.id, after + 1, last).await {
                 tracing::error!(sink = %self.name, error = %e, "cannot ack; stopping delivery");

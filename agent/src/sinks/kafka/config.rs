@@ -165,7 +165,7 @@ impl KafkaSinkRaw {
             Some(false) => false,
             None => wants_tls,
         };
-        let tls = tls.then(|| KafkaTls {
+        let tls = tls.then_some(KafkaTls {
             ca: self.tls_ca,
             client,
         });
