@@ -75,6 +75,18 @@ pub struct Gap {
     pub recorded_at: i64,
 }
 
+impl Gap {
+    /// The stream to file the marker under: its own, or `all` when the loss spans every
+    /// stream (`*`, which is not a valid name in topics and keys).
+    pub fn stream_name<'a>(&'a self, all: &'a str) -> &'a str {
+        if self.stream == "*" {
+            all
+        } else {
+            &self.stream
+        }
+    }
+}
+
 /// Where a blob's bytes go in an NDJSON line.
 #[derive(Debug, Clone, Copy)]
 pub enum BlobPlacement<'a> {

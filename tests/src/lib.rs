@@ -425,6 +425,104 @@ pub fn wait_port(port: u16, what: &str) {
     });
 }
 
+/// Mosquitto on 127.0.0.1:`port`: `listener` options (TLS files, `require_certificate`,
+/// authentication) follow the listener line. Waits until it accepts connections.
+pub fn mosquitto(dir: &Path, port: u16, listener: &str) -> Peer {
+    let conf = dir.join(format!("mosquitto-{port}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "user root
+persistence false
+max_queued_messages 1000000
+listener {port} 127.0.0.1
+{listener}
+"
+        ),
+    )
+    .expect("mosquitto conf");
+    let peer = Peer::start(
+        "mosquitto",
+        Path::new("mosquitto"),
+        &["-c", conf.to_str().expect("utf8")],
+        false,
+    );
+    wait_port(port, "mosquitto");
+    peer
+}
+
+/// The Tansu binary `scripts/setup` builds.
+pub fn tansu_bin() -> PathBuf {
+    let p = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/skygate/tansu/bin/tansu");
+    assert!(p.exists(), "{} missing: run scripts/setup", p.display());
+    p
+}
+
+/// A Tansu broker listening on `port`, advertising `advertised` (`tcp://host:port`),
+/// storing in SQLite in `dir` (users and topics survive its restart); `auth` requires
+/// SASL. Waits until it accepts connections.
+pub fn tansu_broker(dir: &Path, port: u16, advertised: &str, auth: bool) -> Peer {
+    let listen = format!("tcp://127.0.0.1:{port}");
+    // Tansu reads the database path relative to its working directory.
+    let mut args = vec![
+        "broker",
+        "--listener-url",
+        &listen,
+        "--advertised-listener-url",
+        advertised,
+        "--storage-engine",
+        "sqlite://tansu.db",
+    ];
+    if auth {
+        args.push("--authentication");
+    }
+    let peer = Peer::start_in("tansu", &tansu_bin(), &args, false, dir);
+    wait_port(port, "tansu");
+    peer
+}
+
+/// Runs a `tansu` client command (topic or user management); panics on failure.
+pub fn tansu_cmd(args: &[&str]) {
+    let o = Command::new(tansu_bin())
+        .args(args)
+        .output()
+        .expect("tansu");
+    assert!(
+        o.status.success(),
+        "tansu {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Kafka messages read back by confluent-kafka (`tests/peers/kafka_consume.py`), in offset
+/// order per partition; stops after `want` or 15 s without a new one. `extra`: librdkafka
+/// `key=value` settings.
+pub fn kafka_consume(
+    bootstrap: &str,
+    topics: &[&str],
+    want: u64,
+    extra: &[String],
+) -> Vec<serde_json::Value> {
+    let o = Command::new(peer_python())
+        .arg(peers_dir().join("kafka_consume.py"))
+        .args([bootstrap, &topics.join(","), &want.to_string()])
+        .args(extra)
+        .output()
+        .expect("kafka_consume.py");
+    assert!(
+        o.status.success(),
+        "kafka_consume.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
 /// `skygate sinks --json` of a running agent: each sink's state, last error and counters.
 pub fn sinks_json(data_dir: &Path) -> serde_json::Value {
     let out = skygate(&[

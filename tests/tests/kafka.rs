@@ -3,84 +3,16 @@
 //! it, as a site's TLS terminator would). Records are consumed back by an independent
 //! client (confluent-kafka, its own librdkafka) and must match seq for seq, with the
 //! headers the sink documents. Wrong credentials and a client certificate from another CA
-//! must leave the sink failing with a clear error. The outage run (a cut link with an
-//! agent restart in the middle) is here too: Kafka's per-partition order shows live data
-//! arriving before the backlog ends.
+//! must leave the sink failing with a clear error. (The outage run is in `outage.rs`.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use skygate_e2e::{
-    Agent, FaultProxy, Peer, free_port, last_seq, peer_python, peers_dir, pending, sink_status,
+    Agent, Peer, free_port, kafka_consume, last_seq, pending, sink_status, tansu_broker, tansu_cmd,
     tls_files, wait_port, wait_until,
 };
-
-fn tansu() -> PathBuf {
-    let p = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".cache/skygate/tansu/bin/tansu");
-    assert!(p.exists(), "{} missing: run scripts/setup", p.display());
-    p
-}
-
-/// A Tansu broker listening on `port`, advertising `advertised`, storing in SQLite under
-/// `dir` (so users and topics survive its restart).
-fn broker(dir: &Path, port: u16, advertised: &str, auth: bool) -> Peer {
-    // Tansu reads the database path relative to its working directory.
-    let db = "sqlite://tansu.db";
-    let listen = format!("tcp://127.0.0.1:{port}");
-    let mut args = vec![
-        "broker",
-        "--listener-url",
-        &listen,
-        "--advertised-listener-url",
-        advertised,
-        "--storage-engine",
-        db,
-    ];
-    if auth {
-        args.push("--authentication");
-    }
-    let peer = Peer::start_in("tansu", &tansu(), &args, false, dir);
-    wait_port(port, "tansu");
-    peer
-}
-
-fn tansu_cmd(args: &[&str]) {
-    let o = Command::new(tansu()).args(args).output().expect("tansu");
-    assert!(
-        o.status.success(),
-        "tansu {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Messages read back by confluent-kafka.
-fn consume(
-    bootstrap: &str,
-    topics: &[&str],
-    want: u64,
-    extra: &[String],
-) -> Vec<serde_json::Value> {
-    let o = Command::new(peer_python())
-        .arg(peers_dir().join("kafka_consume.py"))
-        .args([bootstrap, &topics.join(","), &want.to_string()])
-        .args(extra)
-        .output()
-        .expect("kafka_consume.py");
-    assert!(
-        o.status.success(),
-        "kafka_consume.py: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
 
 const HEAD: &str = "[gateway]\nid = \"gw-k\"\n[buffer]\ndurability = \"process\"\nmin_free_disk = \"1MiB\"\n[health]\nenabled = false\n";
 
@@ -171,7 +103,7 @@ fn plain_tansu_receives_every_record_seq_for_seq_with_headers() {
     let root = tempfile::tempdir().expect("tmp");
     let port = free_port();
     let b = format!("127.0.0.1:{port}");
-    let _tansu = broker(root.path(), port, &format!("tcp://{b}"), false);
+    let _tansu = tansu_broker(root.path(), port, &format!("tcp://{b}"), false);
     for t in ["skygate.weather", "skygate.gps"] {
         tansu_cmd(&[
             "topic",
@@ -186,7 +118,7 @@ fn plain_tansu_receives_every_record_seq_for_seq_with_headers() {
     let sink =
         format!("[sinks.k]\nkind = \"kafka\"\nbrokers = [\"{b}\"]\nbatch_max_age = \"200ms\"\n");
     let (_, last) = run_and_drain(root.path(), &sink, "k", |_| {});
-    let msgs = consume(&b, &["skygate.weather", "skygate.gps"], last, &[]);
+    let msgs = kafka_consume(&b, &["skygate.weather", "skygate.gps"], last, &[]);
     assert_exact(&msgs, last);
 }
 
@@ -199,7 +131,7 @@ fn sasl_scram_over_tls_delivers_and_a_wrong_password_fails_clearly() {
     // Users and topics first, on a broker without authentication; then it restarts with
     // authentication required (SQLite keeps both).
     {
-        let _setup = broker(root.path(), port, &plain, false);
+        let _setup = tansu_broker(root.path(), port, &plain, false);
         tansu_cmd(&[
             "user",
             "create",
@@ -232,7 +164,7 @@ fn sasl_scram_over_tls_delivers_and_a_wrong_password_fails_clearly() {
             ]);
         }
     }
-    let _tansu = broker(
+    let _tansu = tansu_broker(
         root.path(),
         port,
         &format!("tcp://localhost:{tls_port}"),
@@ -302,7 +234,7 @@ fn sasl_scram_over_tls_delivers_and_a_wrong_password_fails_clearly() {
         "sasl.password=verify-pass-1".to_string(),
     ]
     .into();
-    let msgs = consume(
+    let msgs = kafka_consume(
         &format!("localhost:{tls_port}"),
         &["skygate.weather", "skygate.gps"],
         last,
@@ -316,7 +248,7 @@ fn mutual_tls_delivers_and_a_client_certificate_from_another_ca_is_refused() {
     let root = tempfile::tempdir().expect("tmp");
     let tls = tls_files(root.path());
     let (port, tls_port) = (free_port(), free_port());
-    let _tansu = broker(
+    let _tansu = tansu_broker(
         root.path(),
         port,
         &format!("tcp://localhost:{tls_port}"),
@@ -382,103 +314,11 @@ fn mutual_tls_delivers_and_a_client_certificate_from_another_ca_is_refused() {
         format!("ssl.certificate.location={}", tls.client_cert.display()),
         format!("ssl.key.location={}", tls.client_key.display()),
     ];
-    let msgs = consume(
+    let msgs = kafka_consume(
         &format!("localhost:{tls_port}"),
         &["skygate.weather", "skygate.gps"],
         last,
         &extra,
     );
     assert_exact(&msgs, last);
-}
-
-#[test]
-fn an_outage_with_an_agent_restart_loses_nothing_and_live_data_goes_first() {
-    let root = tempfile::tempdir().expect("tmp");
-    let (port, front) = (free_port(), free_port());
-    let _tansu = broker(
-        root.path(),
-        port,
-        &format!("tcp://127.0.0.1:{front}"),
-        false,
-    );
-    tansu_cmd(&[
-        "topic",
-        "create",
-        "skygate.weather",
-        "--broker",
-        &format!("tcp://127.0.0.1:{port}"),
-        "--partitions",
-        "1",
-    ]);
-    let proxy = FaultProxy::start_on(front, port);
-    let data = root.path().join("data");
-    let cfg = root.path().join("c.toml");
-    let sink = format!(
-        "[sinks.k]\nkind = \"kafka\"\nbrokers = [\"127.0.0.1:{front}\"]\nbatch_max_age = \"100ms\"\nbatch_max_records = 100\n\
-         delivery_timeout = \"4s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\n"
-    );
-    let table = format!(
-        "{HEAD}[drivers.wx]\nkind = \"sim\"\nstream = \"weather\"\ntick = \"5ms\"\n\
-         [drivers.wx.channels.t]\nsignal = \"counter\"\nrate_hz = 100\n[drivers.wx.channels.p]\nsignal = \"counter\"\nrate_hz = 100\n\
-         {sink}[[routes]]\nstreams = [\"weather\"]\nsinks = [\"k\"]\n"
-    );
-    std::fs::write(&cfg, &table).expect("config");
-    let a = Agent::start(&cfg, &data);
-    wait_until(Duration::from_secs(60), "first deliveries", || {
-        sink_status(&data, "k")["delivered_records"].as_u64() >= Some(200)
-    });
-    proxy.down();
-    std::thread::sleep(Duration::from_secs(5));
-    a.stop();
-    let a = Agent::start(&cfg, &data);
-    std::thread::sleep(Duration::from_secs(5));
-    let backlog = pending(&data, "k");
-    proxy.up();
-    let t0 = Instant::now();
-    wait_until(Duration::from_secs(120), "the backlog drained", || {
-        let s = sink_status(&data, "k");
-        s["state"] == "connected" && s["backfilling"] == false && pending(&data, "k") < 400
-    });
-    let secs = t0.elapsed().as_secs_f64();
-    let boundary = sink_status(&data, "k")["backfill_boundary"]
-        .as_u64()
-        .expect("boundary");
-    a.stop();
-    println!(
-        "outage kafka: backlog {backlog} records drained in {secs:.1} s ({:.0} records/s, ingest 200/s)",
-        backlog as f64 / secs
-    );
-    let drain = root.path().join("drain.toml");
-    std::fs::write(
-        &drain,
-        format!("{HEAD}{sink}[[routes]]\nstreams = [\"weather\"]\nsinks = [\"k\"]\n"),
-    )
-    .expect("drain");
-    let a = Agent::start(&drain, &data);
-    wait_until(Duration::from_secs(60), "rest delivered", || {
-        pending(&data, "k") == 0
-    });
-    a.stop();
-    let last = last_seq(&data);
-    assert!(backlog > 500, "the outage built a backlog ({backlog})");
-    // One partition: offsets are the order the broker took the records in.
-    let msgs = consume(
-        &format!("127.0.0.1:{front}"),
-        &["skygate.weather"],
-        u64::MAX,
-        &[],
-    );
-    let arrived: Vec<u64> = msgs
-        .iter()
-        .map(|m| m["value"]["seq"].as_u64().expect("seq"))
-        .collect();
-    let got: std::collections::BTreeSet<u64> = arrived.iter().copied().collect();
-    let missing: Vec<u64> = (1..=last).filter(|s| !got.contains(s)).take(10).collect();
-    assert!(missing.is_empty(), "never arrived (first 10): {missing:?}");
-    let first_at = |s: u64| arrived.iter().position(|x| *x == s).expect("arrived");
-    assert!(
-        first_at(boundary + 1) < first_at(boundary),
-        "live seq {} should reach Kafka before the backlog's last seq {boundary}",
-        boundary + 1
-    );
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use skygate_e2e::{
-    Agent, Peer, archive_sink, driver_status, free_port, pending, read_bucket, tls_files,
-    wait_until,
+    Agent, Peer, archive_sink, driver_status, free_port, mosquitto, pending, read_bucket,
+    tls_files, wait_until,
 };
 
 fn publish(args: &[&str]) -> Output {
@@ -247,7 +247,7 @@ content_type = "image/jpeg"
 }
 
 /// Mosquitto with a password file, on a free port, as root (no privilege drop).
-fn mosquitto(dir: &Path, port: u16) -> Peer {
+fn mosquitto_with_user(dir: &Path, port: u16) -> Peer {
     let passwd = dir.join("mosquitto.passwd");
     let st = Command::new("mosquitto_passwd")
         .args(["-c", "-b"])
@@ -256,25 +256,11 @@ fn mosquitto(dir: &Path, port: u16) -> Peer {
         .status()
         .expect("mosquitto_passwd");
     assert!(st.success());
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user root\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\nmax_queued_messages 10000\n",
-            passwd.display()
-        ),
+    mosquitto(
+        dir,
+        port,
+        &format!("allow_anonymous false\npassword_file {}", passwd.display()),
     )
-    .expect("conf");
-    let peer = Peer::start(
-        "mosquitto",
-        Path::new("mosquitto"),
-        &["-c", conf.to_str().expect("utf8")],
-        false,
-    );
-    wait_until(Duration::from_secs(10), "mosquitto to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    peer
 }
 
 #[test]
@@ -282,7 +268,7 @@ fn a_persistent_qos1_session_on_mosquitto_gets_what_was_published_while_the_agen
     let root = tempfile::tempdir().expect("tmp");
     let data = root.path().join("data");
     let port = free_port();
-    let _broker = mosquitto(root.path(), port);
+    let _broker = mosquitto_with_user(root.path(), port);
     let pass = root.path().join("gw.pass");
     std::fs::write(&pass, "lab-pass-1\n").expect("pass");
     let bad = root.path().join("bad.pass");

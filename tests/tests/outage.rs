@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use skygate_e2e::{
-    Agent, FaultProxy, Peer, free_port, last_seq, pending, sink_status, wait_port, wait_until,
+    Agent, FaultProxy, Peer, free_port, kafka_consume, last_seq, mosquitto, pending, sink_status,
+    tansu_broker, tansu_cmd, wait_until,
 };
 
 const HEAD: &str = "[gateway]\nid = \"gw-out\"\n[buffer]\ndurability = \"process\"\nmin_free_disk = \"1MiB\"\n[health]\nenabled = false\n";
@@ -120,19 +121,7 @@ fn assert_outage(o: &Outage, arrived: &[u64]) {
 fn mqtt_uplink_outage_loses_nothing_and_sends_live_data_before_the_backlog() {
     let root = tempfile::tempdir().expect("tmp");
     let port = free_port();
-    let conf = root.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("user root\npersistence false\nmax_queued_messages 1000000\nlistener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .expect("conf");
-    let _broker = Peer::start(
-        "mosquitto",
-        Path::new("mosquitto"),
-        &["-c", conf.to_str().expect("utf8")],
-        false,
-    );
-    wait_port(port, "mosquitto");
+    let _broker = mosquitto(root.path(), port, "allow_anonymous true");
     let received = root.path().join("received.txt");
     let mut sub = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
@@ -231,5 +220,44 @@ fn bucket_outage_loses_nothing_and_sends_live_data_before_the_backlog() {
             arrived.push(v["seq"].as_u64().expect("seq"));
         }
     }
+    assert_outage(&o, &arrived);
+}
+
+#[test]
+fn kafka_outage_loses_nothing_and_sends_live_data_before_the_backlog() {
+    let root = tempfile::tempdir().expect("tmp");
+    let (port, front) = (free_port(), free_port());
+    // The broker advertises the relay's address, so every connection goes through it.
+    let _tansu = tansu_broker(
+        root.path(),
+        port,
+        &format!("tcp://127.0.0.1:{front}"),
+        false,
+    );
+    tansu_cmd(&[
+        "topic",
+        "create",
+        "skygate.weather",
+        "--broker",
+        &format!("tcp://127.0.0.1:{port}"),
+        "--partitions",
+        "1",
+    ]);
+    let proxy = FaultProxy::start_on(front, port);
+    let table = format!(
+        "[sinks.k]\nkind = \"kafka\"\nbrokers = [\"127.0.0.1:{front}\"]\nbatch_max_age = \"100ms\"\nbatch_max_records = 100\n\
+         delivery_timeout = \"4s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\n"
+    );
+    let o = run_outage(root.path(), "k", &table, &proxy, Duration::from_secs(10));
+    // One partition: offsets are the order the broker took the records in.
+    let arrived: Vec<u64> = kafka_consume(
+        &format!("127.0.0.1:{front}"),
+        &["skygate.weather"],
+        u64::MAX,
+        &[],
+    )
+    .iter()
+    .map(|m| m["value"]["seq"].as_u64().expect("seq"))
+    .collect();
     assert_outage(&o, &arrived);
 }

@@ -8,32 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use skygate_e2e::{
-    Agent, Peer, free_port, last_seq, pending, read_bucket, sink_status, tls_files, wait_port,
-    wait_until,
+    Agent, free_port, last_seq, mosquitto, pending, read_bucket, sink_status, tls_files, wait_until,
 };
-
-fn mosquitto_mtls(dir: &Path, port: u16, tls: &skygate_e2e::TlsFiles) -> Peer {
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user root\npersistence false\nmax_queued_messages 100000\nlistener {port} 127.0.0.1\n\
-             cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
-            tls.ca.display(),
-            tls.cert.display(),
-            tls.key.display()
-        ),
-    )
-    .expect("conf");
-    let peer = Peer::start(
-        "mosquitto",
-        Path::new("mosquitto"),
-        &["-c", conf.to_str().expect("utf8")],
-        false,
-    );
-    wait_port(port, "mosquitto");
-    peer
-}
 
 #[test]
 fn records_reach_a_subscriber_through_mosquitto_with_client_certificates_and_oversized_ones_are_dead_lettered()
@@ -41,7 +17,16 @@ fn records_reach_a_subscriber_through_mosquitto_with_client_certificates_and_ove
     let root = tempfile::tempdir().expect("tmp");
     let tls = tls_files(root.path());
     let port = free_port();
-    let _broker = mosquitto_mtls(root.path(), port, &tls);
+    let _broker = mosquitto(
+        root.path(),
+        port,
+        &format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true",
+            tls.ca.display(),
+            tls.cert.display(),
+            tls.key.display()
+        ),
+    );
 
     // The consumer: a QoS 1 subscriber with its own client certificate.
     let received = root.path().join("received.txt");

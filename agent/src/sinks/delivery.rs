@@ -123,6 +123,14 @@ pub struct DeadLetter {
     pub gateway: std::sync::Arc<str>,
 }
 
+/// A read started ahead of time: records in `(after, upto]`.
+#[derive(Debug)]
+struct Prefetch {
+    after: u64,
+    upto: u64,
+    read: tokio::task::JoinHandle<Result<Vec<crate::model::Record>, crate::buffer::BufferError>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lane {
     Live,
@@ -143,6 +151,7 @@ impl DeliveryTask {
         let mut flushed = self.control.borrow().flush;
         let share = self.common.backfill_share;
         let mut throttle = self.common.max_bytes_per_sec.map(Throttle::new);
+        let mut prefetched: Option<Prefetch> = None;
         self.status.send_modify(|s| s.backfill_boundary = boundary);
         tracing::info!(sink = %self.name, boundary, "delivery started");
 
@@ -198,7 +207,15 @@ impl DeliveryTask {
                 max_records: self.common.batch_max_records,
                 max_bytes: self.common.batch_max_bytes,
             };
-            let batch = match self.buffer.read(q).await {
+            // The backfill lane's next batch may already be read (see below).
+            let read = match prefetched.take() {
+                Some(p) if p.after == after && p.upto == upto => p
+                    .read
+                    .await
+                    .unwrap_or(Err(crate::buffer::BufferError::Closed)),
+                _ => self.buffer.read(q).await,
+            };
+            let batch = match read {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(sink = %self.name, error = %e, "buffer read failed");
@@ -249,6 +266,17 @@ impl DeliveryTask {
             let batch: Batch = batch.into();
             let first = batch[0].seq;
             let last = batch[batch.len() - 1].seq;
+            // Draining a backlog: read the next batch while this one is on its way, so the
+            // buffer read overlaps the peer's round trip. Used only if the next round asks
+            // for exactly that range (a failure moves the boundary, and it is dropped).
+            if lane == Lane::Backfill && last < boundary {
+                let (buffer, q) = (self.buffer.clone(), ReadQuery { after: last, ..q });
+                prefetched = Some(Prefetch {
+                    after: last,
+                    upto,
+                    read: tokio::spawn(async move { buffer.read(q).await }),
+                });
+            }
             let mut failed = false;
             let mut abandoned = false;
             let delivered = loop {

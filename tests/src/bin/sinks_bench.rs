@@ -5,17 +5,18 @@
 //!
 //! **Kafka**, to Tansu (memory engine) on loopback. Ceiling: a raw rdkafka producer with
 //! the sink's settings (acks=all, idempotence, zstd, 5 ms linger) sending the same
-//! records, already encoded as the sink encodes them, to another topic of the same broker,
-//! flushed at the end. Then the sink's delivery loop draining the backlog from the buffer.
+//! records (key, value already encoded as the sink encodes it, the same headers) to
+//! another topic of the same broker, all enqueued at once and flushed at the end. Then the sink's delivery loop draining the backlog from the buffer.
 //!
 //! **S3**, to s3s-fs (SigV4 checked) on loopback. Ceiling: a raw object_store put loop
 //! writing the same objects (the batches, encoded and compressed as the sink does) one
 //! after another. Then the bucket sink's delivery loop draining the backlog.
 //!
 //! Printed: records/s for both, the ratio sink/ceiling (goal >= 0.5) and the drain rate
-//! against a 200 readings/s gateway (goal >= 2x).
+//! against a 200 readings/s gateway (goal >= 2x); and, to show where a drain's time goes,
+//! the rates of reading the backlog from the buffer alone and of encoding it alone.
 //!
-//!     cargo run --release -p skygate-e2e --bin skygate-bench-sinks [-- --records 200000]
+//!     cargo run --release -p skygate-e2e --bin skygate-bench-sinks [-- --records 200000 --batch 5000]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use object_store::ObjectStoreExt;
 use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use skygate_agent::buffer::{Buffer, BufferOptions, NewRecord};
 use skygate_agent::config::{BufferSettings, Durability, SinkCommon};
@@ -36,7 +38,19 @@ use skygate_e2e::{Peer, free_port, wait_port};
 use tokio_util::sync::CancellationToken;
 
 const GATEWAY: &str = "gw-bench";
-const BATCH: u32 = 5000;
+/// Records per batch (`--batch`), for the sinks and the ceilings alike.
+static BATCH: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+fn batch() -> u32 {
+    *BATCH.get_or_init(|| {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == "--batch")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5000)
+    })
+}
 /// A busy gateway: the outage tests' ingest.
 const INGEST_PER_S: f64 = 200.0;
 
@@ -92,13 +106,14 @@ async fn backlog(dir: &Path, n: u64) -> (Buffer, skygate_agent::buffer::BufferGu
                 ..BufferSettings::default()
             },
             gateway_id: GATEWAY.into(),
-            sinks: vec!["s".into()],
-            routes: vec![(vec!["*".into()], vec!["s".into()])],
+            // "probe" gets the same records, for the breakdown's reads and acks.
+            sinks: vec!["s".into(), "probe".into()],
+            routes: vec![(vec!["*".into()], vec!["s".into(), "probe".into()])],
         },
         Arc::new(skygate_bsp::GenericLinux::default()),
     )
     .expect("buffer");
-    let mask = buffer.sink_id("s").expect("sink").mask();
+    let mask = buffer.mask_for(["s", "probe"]);
     let mut i = 0;
     while i < n {
         let chunk = (n - i).min(10_000);
@@ -130,7 +145,7 @@ async fn drain(buffer: &Buffer, sink: Box<dyn Sink>, n: u64, dir: &Path) -> f64 
                 backfill_share: 0.5,
                 backoff_initial: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(1),
-                batch_max_records: BATCH,
+                batch_max_records: batch(),
                 batch_max_bytes: 64 << 20,
                 batch_max_age: Duration::from_millis(1),
                 max_bytes_per_sec: None,
@@ -235,9 +250,40 @@ async fn kafka(n: u64) {
         .expect("producer");
     let started = Instant::now();
     let mut futures = Vec::with_capacity(values.len());
-    for v in &values {
+    for (seq, v) in (1u64..).zip(&values) {
         loop {
-            match producer.send_result(FutureRecord::to("raw.weather").key("weather").payload(v)) {
+            // The same record: key, value and the headers the sink puts on it.
+            let headers = OwnedHeaders::new_with_capacity(6)
+                .insert(Header {
+                    key: "skygate-gateway",
+                    value: Some(GATEWAY),
+                })
+                .insert(Header {
+                    key: "skygate-seq",
+                    value: Some(&seq.to_string()),
+                })
+                .insert(Header {
+                    key: "skygate-stream",
+                    value: Some("weather"),
+                })
+                .insert(Header {
+                    key: "skygate-time-quality",
+                    value: Some("ntp"),
+                })
+                .insert(Header {
+                    key: "skygate-schema",
+                    value: Some("1"),
+                })
+                .insert(Header {
+                    key: "skygate-type",
+                    value: Some("record"),
+                });
+            match producer.send_result(
+                FutureRecord::to("raw.weather")
+                    .key("weather")
+                    .payload(v)
+                    .headers(headers),
+            ) {
                 Ok(f) => {
                     futures.push(f);
                     break;
@@ -258,6 +304,7 @@ async fn kafka(n: u64) {
         .expect("settings")
         .validate()
         .expect("valid");
+    breakdown(&buffer, n, false).await;
     let rate = drain(
         &buffer,
         Box::new(KafkaSink::new("s", &settings, GATEWAY)),
@@ -267,6 +314,59 @@ async fn kafka(n: u64) {
     .await;
     guard.close().await;
     report("kafka (tansu)", ceiling, rate);
+}
+
+/// Where a drain's time goes: reading the backlog from the buffer alone, encoding it as
+/// NDJSON alone (zstd too when `compress`), and acking it alone, records/s each (on the
+/// "probe" sink, which holds the same records).
+async fn breakdown(buffer: &Buffer, n: u64, compress: bool) {
+    let id = buffer.sink_id("probe").expect("id");
+    let started = Instant::now();
+    let (mut after, mut read) = (0u64, Vec::new());
+    while (read.len() as u64) < n {
+        let b = buffer
+            .read(skygate_agent::buffer::ReadQuery {
+                sink: id,
+                after,
+                upto: u64::MAX,
+                max_records: batch(),
+                max_bytes: 64 << 20,
+            })
+            .await
+            .expect("read");
+        if b.is_empty() {
+            break;
+        }
+        after = b[b.len() - 1].seq;
+        read.extend(b);
+    }
+    let read_rate = read.len() as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for chunk in read.chunks(batch() as usize) {
+        let mut doc = Vec::with_capacity(chunk.len() * 256);
+        for r in chunk {
+            skygate_agent::model::write_ndjson(&mut doc, GATEWAY, r, BlobPlacement::Inline);
+        }
+        if compress {
+            std::hint::black_box(zstd::bulk::compress(&doc, 3).expect("zstd"));
+        }
+        std::hint::black_box(doc);
+    }
+    let encode_rate = read.len() as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for chunk in read.chunks(batch() as usize) {
+        buffer
+            .ack(id, chunk[0].seq, chunk[chunk.len() - 1].seq)
+            .await
+            .expect("ack");
+    }
+    // Acks are queued for the writer: wait until they are committed.
+    buffer.sync().await.expect("sync");
+    let ack_rate = read.len() as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "  breakdown: buffer read alone {read_rate:.0} records/s; NDJSON{} encode alone {encode_rate:.0} records/s; ack committed alone {ack_rate:.0} records/s",
+        if compress { " + zstd" } else { "" }
+    );
 }
 
 async fn s3(n: u64) {
@@ -301,7 +401,7 @@ async fn s3(n: u64) {
 
     // Ceiling: the sink's objects (one zstd NDJSON object per batch), put back to back.
     let objects: Vec<bytes::Bytes> = encoded(n)
-        .chunks(BATCH as usize)
+        .chunks(batch() as usize)
         .map(|c| {
             let mut doc = Vec::new();
             for v in c {
@@ -341,6 +441,7 @@ async fn s3(n: u64) {
     .expect("settings")
     .validate()
     .expect("valid");
+    breakdown(&buffer, n, true).await;
     let rate = drain(
         &buffer,
         Box::new(BucketSink::new(&settings, GATEWAY, dir.path())),
@@ -359,7 +460,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("backlog of {n} records, batches of {BATCH}");
+    println!("backlog of {n} records, batches of {}", batch());
     rt.block_on(kafka(n));
     rt.block_on(s3(n));
 }

@@ -415,11 +415,7 @@ impl Sink for BucketSink {
 
     fn deliver_gap<'a>(&'a mut self, gap: &'a Gap) -> SinkFuture<'a> {
         Box::pin(async move {
-            let stream = if gap.stream == "*" {
-                "all"
-            } else {
-                gap.stream.as_str()
-            };
+            let stream = gap.stream_name("all");
             let key = format!(
                 "{}/_gaps/{:020}-{:020}-{stream}.ndjson",
                 self.base(),

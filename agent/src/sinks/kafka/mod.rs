@@ -416,11 +416,7 @@ impl Sink for KafkaSink {
     fn deliver_gap<'a>(&'a mut self, gap: &'a Gap) -> SinkFuture<'a, ()> {
         Box::pin(async move {
             let producer = self.producer()?;
-            let stream = if gap.stream == "*" {
-                "_gaps"
-            } else {
-                gap.stream.as_str()
-            };
+            let stream = gap.stream_name("_gaps");
             let topic = self.settings.topic.render_gap(&self.gateway, stream);
             let key = self.settings.key.render_gap(&self.gateway, stream);
             let mut value = model::gap_ndjson(&self.gateway, gap);

@@ -255,3 +255,56 @@ async fn a_record_too_large_for_the_broker_is_returned_as_rejected_and_the_rest_
         .expect("consumer");
     assert_eq!(got, vec![("wx".into(), 1), ("wx".into(), 3)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_marker_goes_to_its_streams_topic_as_a_gap() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let brokers = mock.bootstrap_servers();
+    mock.create_topic("skygate.wx", 1, 1).expect("topic");
+    let mut sink = KafkaSink::new("k", &settings(&brokers), "gw");
+    let gap = crate::model::Gap {
+        id: 1,
+        stream: "wx".into(),
+        first_seq: 10,
+        last_seq: 19,
+        count: Some(10),
+        first_ts: None,
+        last_ts: None,
+        reason: "evicted: buffer full".into(),
+        recorded_at: 0,
+    };
+    sink.deliver_gap(&gap).await.expect("delivered");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "verify-gap")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["skygate.wx"]).expect("subscribe");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no gap marker consumed"
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            break m.expect("message").detach();
+        }
+    };
+    let h = m.headers().expect("headers");
+    let header = |k: &str| {
+        h.iter()
+            .find(|x| x.key == k)
+            .and_then(|x| x.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("skygate-type").as_deref(), Some("gap"));
+    assert_eq!(header("skygate-seq").as_deref(), Some("10"));
+    let v: serde_json::Value = serde_json::from_slice(m.payload().expect("payload")).expect("json");
+    assert_eq!(v["type"], "gap");
+    assert_eq!(
+        (v["first_seq"].as_u64(), v["last_seq"].as_u64()),
+        (Some(10), Some(19))
+    );
+    assert_eq!(v["reason"], "evicted: buffer full");
+}

@@ -250,11 +250,7 @@ impl Sink for MqttSink {
 
     fn deliver_gap<'a>(&'a mut self, gap: &'a Gap) -> SinkFuture<'a> {
         Box::pin(async move {
-            let stream = if gap.stream == "*" {
-                "_gaps"
-            } else {
-                gap.stream.as_str()
-            };
+            let stream = gap.stream_name("_gaps");
             let topic = self.settings.topic.render_gap(&self.gateway, stream);
             let mut payload = model::gap_ndjson(&self.gateway, gap);
             payload.pop_if(|b| *b == b'\n');
