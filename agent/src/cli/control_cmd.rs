@@ -233,20 +233,21 @@ fn print_status(out: &mut impl Write, v: &Value) -> Result<(), CliError> {
 fn print_sinks(out: &mut impl Write, v: &Value) -> Result<(), CliError> {
     writeln!(
         out,
-        "{:<20} {:<12} {:>10} {:>10} {:>12} {:>10} {:>10}  LAST ERROR",
-        "SINK", "STATE", "BACKLOG", "BYTES", "OLDEST (s)", "RATE/s", "DELIVERED"
+        "{:<20} {:<12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>6}  LAST ERROR",
+        "SINK", "STATE", "BACKLOG", "BYTES", "OLDEST (s)", "RATE/s", "DELIVERED", "DEAD"
     )?;
     for s in v.as_array().into_iter().flatten() {
         writeln!(
             out,
-            "{:<20} {:<12} {:>10} {:>10} {:>12} {:>10} {:>10}  {}",
+            "{:<20} {:<12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>6}  {}",
             s["name"].as_str().unwrap_or("?"),
             if s["paused"] == true {
                 "paused"
             } else {
                 s["state"].as_str().unwrap_or("?")
             },
-            s["backlog_records"],
+            // Display of a JSON value ignores widths: format numbers as strings.
+            s["backlog_records"].to_string(),
             human(s["backlog_bytes"].as_u64().unwrap_or(0)),
             s["oldest_unsent_age_s"]
                 .as_f64()
@@ -254,7 +255,8 @@ fn print_sinks(out: &mut impl Write, v: &Value) -> Result<(), CliError> {
             s["drain_rate_per_s"]
                 .as_f64()
                 .map_or("-".into(), |r| format!("{r:.1}")),
-            s["delivered_records"],
+            s["delivered_records"].to_string(),
+            s["dead_lettered"].as_u64().unwrap_or(0),
             s["last_error"].as_str().unwrap_or("")
         )?;
     }
@@ -446,4 +448,50 @@ fn audit_cmd(
         )?;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sinks_table_shows_state_dead_letters_and_the_last_error() {
+        let v = serde_json::json!([
+            {"name": "pipeline", "paused": false, "state": "failing", "backlog_records": 1200,
+             "backlog_bytes": 2_000_000, "oldest_unsent_age_s": 75.5, "drain_rate_per_s": null,
+             "delivered_records": 880, "dead_lettered": 3,
+             "last_error": "Kafka: Local: Message timed out"},
+            {"name": "archive", "paused": true, "state": "connected", "backlog_records": 0,
+             "backlog_bytes": 0, "oldest_unsent_age_s": null, "drain_rate_per_s": 12.0,
+             "delivered_records": 5000, "dead_lettered": 0, "last_error": null}
+        ]);
+        let mut out = Vec::new();
+        print_sinks(&mut out, &v).expect("print");
+        let text = String::from_utf8(out).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("DEAD") && lines[0].ends_with("LAST ERROR"),
+            "{text}"
+        );
+        let at = |col: &str| lines[0].find(col).expect("column") + col.len();
+        // Right-aligned under their headings.
+        assert_eq!(
+            &lines[1][at("DELIVERED") - 3..at("DELIVERED")],
+            "880",
+            "{text}"
+        );
+        assert_eq!(&lines[1][at("DEAD") - 1..at("DEAD")], "3", "{text}");
+        assert!(
+            lines[1].starts_with("pipeline             failing "),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with("Kafka: Local: Message timed out"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("archive") && lines[2].contains("paused"),
+            "{text}"
+        );
+    }
 }

@@ -238,6 +238,8 @@ fn overview(f: &mut Frame, app: &App, area: Rect) {
             ]);
             if i == app.selected {
                 row.style(SELECTED)
+            } else if x["state"] == "failing" && x["paused"] != true {
+                row.style(ALARM)
             } else {
                 row
             }
