@@ -167,3 +167,57 @@ fn records_reach_a_subscriber_through_mosquitto_with_client_certificates_and_ove
         letters.len()
     );
 }
+
+#[test]
+fn dead_letters_follow_the_routes_of_a_reload() {
+    let root = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let _broker = mosquitto(root.path(), port, "allow_anonymous true");
+    let bucket = root.path().join("bucket");
+    let data = root.path().join("data");
+    let conf_d = root.path().join("conf.d");
+    std::fs::create_dir_all(&conf_d).expect("conf.d");
+    let cfg = root.path().join("c.toml");
+    // Camera frames too large for the uplink; no route for dead letters yet.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw-dl\"\n[buffer]\ndurability = \"process\"\nmin_free_disk = \"1MiB\"\n[health]\nenabled = false\n\
+             [drivers.cam]\nkind = \"sim\"\nstream = \"cam\"\n[drivers.cam.channels.frame]\nsignal = \"blob\"\nrate_hz = 5\nsize = 3000\n\
+             [sinks.uplink]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\nmax_message_bytes = \"2KiB\"\nbatch_max_age = \"200ms\"\n\
+             [sinks.archive]\nkind = \"bucket\"\ndir = \"{}\"\nbatch_max_age = \"200ms\"\n\
+             [[routes]]\nstreams = [\"cam\"]\nsinks = [\"uplink\"]\n",
+            bucket.display()
+        ),
+    )
+    .expect("config");
+    let a = Agent::start(&cfg, &data);
+    // Unrouted, they are kept in the dead-letter file.
+    let file = data.join("deadletter/uplink.ndjson");
+    wait_until(Duration::from_secs(30), "dead letters in the file", || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.lines().count() >= 3)
+    });
+    // A reload routes them to the archive: the running sink follows.
+    std::fs::write(
+        conf_d.join("50-dl.toml"),
+        "[[routes]]\nstreams = [\"deadletter\"]\nsinks = [\"archive\"]\n",
+    )
+    .expect("drop-in");
+    let out = skygate_e2e::skygate(&["reload", "--data-dir", data.to_str().expect("utf8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "dead letters in the archive",
+        || {
+            read_bucket(&bucket)
+                .records
+                .iter()
+                .any(|r| r["stream"] == "deadletter" && r["type"] == "blob")
+        },
+    );
+    a.stop();
+}

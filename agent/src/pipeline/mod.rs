@@ -204,11 +204,9 @@ pub async fn start_with(
     // Sinks first: they only read the buffer, and the heartbeat reports their state.
     let mut sink_status = BTreeMap::new();
     for (s, sink, id) in built {
-        let dl = &s.common.dead_letter_stream;
         let dead_letter = sinks::delivery::DeadLetter {
-            stream: Arc::from(dl.as_str()),
-            // Never back to the sink that refused it.
-            mask: buffer.mask_for(settings.sinks_for_stream(dl)) & !id.mask(),
+            stream: Arc::from(s.common.dead_letter_stream.as_str()),
+            mask: Arc::new(dead_letter_mask(&settings, &buffer, &s.name, id).into()),
             file: data_dir
                 .join("deadletter")
                 .join(format!("{}.ndjson", s.name)),
@@ -344,6 +342,19 @@ fn kernel_sync() -> Option<skygate_drivers::clock::SyncState> {
         (false, _) => SyncState::Unsynced,
         (true, true) => SyncState::Pps,
         (true, false) => SyncState::Ntp,
+    })
+}
+
+/// The sinks a sink's dead letters go to: those its dead-letter stream is routed to, never
+/// the sink itself (it would refuse them again).
+pub(crate) fn dead_letter_mask(
+    settings: &Settings,
+    buffer: &Buffer,
+    sink: &str,
+    id: crate::buffer::SinkId,
+) -> u64 {
+    settings.sinks.get(sink).map_or(0, |s| {
+        buffer.mask_for(settings.sinks_for_stream(&s.common.dead_letter_stream)) & !id.mask()
     })
 }
 

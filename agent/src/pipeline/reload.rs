@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::drivers::DriverSet;
 use super::ingest::IngestCmd;
-use super::{DriverFactory, routes_for};
+use super::{DriverFactory, dead_letter_mask, routes_for};
 use crate::config::{ConfigError, DriverSettings, HEALTH_SOURCE, Settings};
 use crate::control::audit::{Audit, AuditEvent};
 
@@ -252,6 +252,12 @@ impl Manager {
             );
         }
         let routes = routes_for(&next, &self.factory.buffer);
+        for (name, h) in &self.factory.sinks {
+            let mask = dead_letter_mask(&next, &self.factory.buffer, name, h.id);
+            h.dead_letter
+                .mask
+                .store(mask, std::sync::atomic::Ordering::Relaxed);
+        }
         let (done, installed) = oneshot::channel();
         if self
             .ingest

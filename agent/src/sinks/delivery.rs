@@ -75,6 +75,7 @@ pub struct SinkControl {
 #[derive(Debug, Clone)]
 pub struct SinkHandle {
     pub id: SinkId,
+    pub dead_letter: DeadLetter,
     pub status: watch::Receiver<SinkStatus>,
     pub control: watch::Sender<SinkControl>,
 }
@@ -116,8 +117,9 @@ pub struct DeliveryTask {
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub stream: std::sync::Arc<str>,
-    /// The sinks the dead-letter stream is routed to, without this one.
-    pub mask: u64,
+    /// The sinks the dead-letter stream is routed to, without this one. Shared with the
+    /// sink's handle, so a reload that changes the routes changes it too.
+    pub mask: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The file of last resort.
     pub file: std::path::PathBuf,
     pub gateway: std::sync::Arc<str>,
@@ -441,11 +443,12 @@ impl DeliveryTask {
                 self.name, r.stream, r.seq, rj.reason
             ));
             // A refused dead letter is not offered to the sinks again: it could go round.
-            if dl.mask != 0 && *r.stream != *dl.stream {
+            let mask = dl.mask.load(Ordering::Relaxed);
+            if mask != 0 && *r.stream != *dl.stream {
                 letter.stream = dl.stream.clone();
                 to_buffer.push(crate::buffer::NewRecord {
                     record: letter,
-                    sinks: dl.mask,
+                    sinks: mask,
                 });
             } else {
                 to_file.push(letter);
@@ -526,6 +529,7 @@ pub fn spawn(tracker: &tokio_util::task::TaskTracker, spec: SinkSpec) -> SinkHan
     });
     let (control, control_rx) = watch::channel(SinkControl::default());
     let id = spec.id;
+    let dead_letter = spec.dead_letter.clone();
     let task = DeliveryTask {
         name: spec.name,
         sink: spec.sink,
@@ -540,6 +544,7 @@ pub fn spawn(tracker: &tokio_util::task::TaskTracker, spec: SinkSpec) -> SinkHan
     tracker.spawn(task.run());
     SinkHandle {
         id,
+        dead_letter,
         status,
         control,
     }
@@ -653,7 +658,7 @@ mod lane_tests {
             common,
             dead_letter: DeadLetter {
                 stream: Arc::from("deadletter"),
-                mask: 0,
+                mask: Arc::default(),
                 file: dir.join("deadletter/k.ndjson"),
                 gateway: Arc::from("gw"),
             },
@@ -923,8 +928,8 @@ mod lane_tests {
         let seen = sink.seen.clone();
         let tracker = tokio_util::task::TaskTracker::new();
         let cancel = CancellationToken::new();
-        let mut spec = spec(dir.path(), Box::new(sink), k, &buffer, common(), &cancel);
-        spec.dead_letter.mask = b.mask();
+        let spec = spec(dir.path(), Box::new(sink), k, &buffer, common(), &cancel);
+        spec.dead_letter.mask.store(b.mask(), Ordering::Relaxed);
         let h = spawn(&tracker, spec);
         run_until(
             &h,

@@ -153,7 +153,7 @@ async fn drain(buffer: &Buffer, sink: Box<dyn Sink>, n: u64, dir: &Path) -> f64 
             },
             dead_letter: DeadLetter {
                 stream: Arc::from("deadletter"),
-                mask: 0,
+                mask: Arc::default(),
                 file: dir.join("dl.ndjson"),
                 gateway: Arc::from(GATEWAY),
             },

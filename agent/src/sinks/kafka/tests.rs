@@ -161,7 +161,7 @@ async fn request_errors_a_broker_down_and_leader_moves_lose_nothing_and_keep_eac
             },
             dead_letter: DeadLetter {
                 stream: Arc::from("deadletter"),
-                mask: 0,
+                mask: Arc::default(),
                 file: dir.path().join("dl.ndjson"),
                 gateway: Arc::from("gw"),
             },

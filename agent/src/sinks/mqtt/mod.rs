@@ -258,3 +258,98 @@ impl Sink for MqttSink {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+    use super::*;
+
+    /// A Mosquitto of its own on a free loopback port (Debian `mosquitto`, which
+    /// `scripts/setup` installs), killed on drop.
+    struct Mosquitto(std::process::Child, u16);
+
+    impl Drop for Mosquitto {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn mosquitto() -> Mosquitto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let child = std::process::Command::new("mosquitto")
+            .args(["-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian mosquitto; scripts/setup installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mosquitto did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Mosquitto(child, port)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gap_marker_is_published_on_its_streams_topic_and_acknowledged() {
+        let broker = mosquitto();
+        let (client, mut events) =
+            AsyncClient::new(MqttOptions::new("verifier", "127.0.0.1", broker.1), 10);
+        client
+            .subscribe("skygate/gw/#", QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        // Wait for the SUBACK before anything is published.
+        loop {
+            if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.expect("poll") {
+                break;
+            }
+        }
+        let settings =
+            toml::from_str::<MqttSinkRaw>(&format!("url = \"mqtt://127.0.0.1:{}\"", broker.1))
+                .expect("parse")
+                .validate()
+                .expect("valid");
+        let mut sink = MqttSink::new("up", &settings, "gw");
+        let gap = Gap {
+            id: 1,
+            stream: "wx".into(),
+            first_seq: 10,
+            last_seq: 19,
+            count: Some(10),
+            first_ts: None,
+            last_ts: None,
+            reason: "evicted: buffer full".into(),
+            recorded_at: 0,
+        };
+        sink.deliver_gap(&gap)
+            .await
+            .expect("delivered and acknowledged");
+        let p = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Event::Incoming(Packet::Publish(p)) = events.poll().await.expect("poll") {
+                    return p;
+                }
+            }
+        })
+        .await
+        .expect("the gap marker arrives");
+        assert_eq!(p.topic, "skygate/gw/wx");
+        let v: serde_json::Value = serde_json::from_slice(&p.payload).expect("json");
+        assert_eq!(v["type"], "gap");
+        assert_eq!(
+            (v["first_seq"].as_u64(), v["last_seq"].as_u64()),
+            (Some(10), Some(19))
+        );
+    }
+}
