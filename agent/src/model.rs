@@ -87,6 +87,50 @@ impl Gap {
     }
 }
 
+/// Fixtures for the sinks' and buffer's unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::sync::Arc;
+
+    use skygate_drivers::{Quality, Reading, TimeQuality, Timestamp, Value};
+
+    use super::{Gap, Record};
+
+    /// A good reading of `sim`/`t` on `stream`, not yet numbered (seq 0).
+    pub(crate) fn record(stream: &str, value: Value) -> Record {
+        Record {
+            seq: 0,
+            stream: Arc::from(stream),
+            priority: 5,
+            ingest_ts: Timestamp::now(),
+            reading: Reading {
+                source: Arc::from("sim"),
+                channel: Arc::from("t"),
+                ts: Timestamp::now(),
+                time_quality: TimeQuality::Ntp,
+                value,
+                unit: None,
+                quality: Quality::Good,
+            },
+        }
+    }
+
+    /// Ten records of `wx` (seqs 10 to 19) evicted.
+    pub(crate) fn gap() -> Gap {
+        Gap {
+            id: 1,
+            stream: "wx".into(),
+            first_seq: 10,
+            last_seq: 19,
+            count: Some(10),
+            first_ts: None,
+            last_ts: None,
+            reason: "evicted: buffer full".into(),
+            recorded_at: 0,
+        }
+    }
+}
+
 /// Where a blob's bytes go in an NDJSON line.
 #[derive(Debug, Clone, Copy)]
 pub enum BlobPlacement<'a> {

@@ -32,6 +32,21 @@ pub fn refuse(fields: &[(&str, bool)], why: &str) -> Result<(), FieldError> {
     }
 }
 
+/// Two settings that only make sense together (a certificate and its key): both or
+/// neither; one alone is an error naming the missing one.
+pub fn pair<A, B>(
+    a: Option<A>,
+    b: Option<B>,
+    (name_a, name_b): (&str, &str),
+) -> Result<Option<(A, B)>, FieldError> {
+    match (a, b) {
+        (Some(a), Some(b)) => Ok(Some((a, b))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(field_err(name_b, &format!("{name_a} needs {name_b}"))),
+        (None, Some(_)) => Err(field_err(name_a, &format!("{name_b} needs {name_a}"))),
+    }
+}
+
 /// `Option<Duration>` from a humantime string.
 pub mod duration_opt {
     use std::time::Duration;

@@ -10,9 +10,34 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use skygate_e2e::{
-    Agent, Peer, free_port, kafka_consume, last_seq, pending, sink_status, tansu_broker, tansu_cmd,
-    tls_files, wait_port, wait_until,
+    Agent, Peer, TlsFiles, free_port, kafka_consume, last_seq, pending, sink_status, tansu_broker,
+    tansu_cmd, tls_files, wait_port, wait_until,
 };
+
+/// socat terminating TLS on `tls_port` for the broker on `port` (Tansu's own TLS is not
+/// usable); `client_certs`: require a client certificate signed by the test CA.
+fn tls_front(tls_port: u16, port: u16, tls: &TlsFiles, client_certs: bool) -> Peer {
+    let verify = if client_certs {
+        format!("cafile={},verify=1", tls.ca.display())
+    } else {
+        "verify=0".to_string()
+    };
+    let front = Peer::start(
+        "socat tls",
+        Path::new("socat"),
+        &[
+            &format!(
+                "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},{verify}",
+                tls.cert.display(),
+                tls.key.display()
+            ),
+            &format!("TCP:127.0.0.1:{port}"),
+        ],
+        false,
+    );
+    wait_port(tls_port, "socat");
+    front
+}
 
 const HEAD: &str = "[gateway]\nid = \"gw-k\"\n[buffer]\ndurability = \"process\"\nmin_free_disk = \"1MiB\"\n[health]\nenabled = false\n";
 
@@ -170,20 +195,7 @@ fn sasl_scram_over_tls_delivers_and_a_wrong_password_fails_clearly() {
         &format!("tcp://localhost:{tls_port}"),
         true,
     );
-    let _front = Peer::start(
-        "socat tls",
-        Path::new("socat"),
-        &[
-            &format!(
-                "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
-                tls.cert.display(),
-                tls.key.display()
-            ),
-            &format!("TCP:127.0.0.1:{port}"),
-        ],
-        false,
-    );
-    wait_port(tls_port, "socat");
+    let _front = tls_front(tls_port, port, &tls, false);
     let pass = root.path().join("k.pass");
     std::fs::write(&pass, "scram-pass-1\n").expect("pass");
     let wrong = root.path().join("wrong.pass");
@@ -265,21 +277,7 @@ fn mutual_tls_delivers_and_a_client_certificate_from_another_ca_is_refused() {
             "3",
         ]);
     }
-    let _front = Peer::start(
-        "socat mtls",
-        Path::new("socat"),
-        &[
-            &format!(
-                "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={},verify=1",
-                tls.cert.display(),
-                tls.key.display(),
-                tls.ca.display()
-            ),
-            &format!("TCP:127.0.0.1:{port}"),
-        ],
-        false,
-    );
-    wait_port(tls_port, "socat");
+    let _front = tls_front(tls_port, port, &tls, true);
     let sink = |name: &str, cert: &Path, key: &Path| {
         format!(
             "[sinks.{name}]\nkind = \"kafka\"\nbrokers = [\"localhost:{tls_port}\"]\ntls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\

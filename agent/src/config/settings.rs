@@ -175,7 +175,23 @@ pub struct SinkCommon {
 }
 
 /// Where refused records go unless a sink says otherwise.
-pub const DEFAULT_DEAD_LETTER_STREAM: &str = "deadletter";
+const DEFAULT_DEAD_LETTER_STREAM: &str = "deadletter";
+
+/// A sink's settings where its table says nothing.
+impl Default for SinkCommon {
+    fn default() -> Self {
+        Self {
+            backfill_share: 0.5,
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            batch_max_records: 5000,
+            batch_max_bytes: 8 * 1024 * 1024,
+            batch_max_age: Duration::from_secs(5),
+            max_bytes_per_sec: None,
+            dead_letter_stream: DEFAULT_DEAD_LETTER_STREAM.to_string(),
+        }
+    }
+}
 
 pub use crate::sinks::bucket::BucketSinkSettings;
 
@@ -337,6 +353,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
     }
 
     let mut sinks = BTreeMap::new();
+    let defaults = SinkCommon::default();
     for (name, l) in &m.sinks {
         let c = &l.value.common;
         if c.enabled == Some(false) {
@@ -354,12 +371,10 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
                 }
                 v
             }
-            None => 0.5,
+            None => defaults.backfill_share,
         };
-        let backoff_initial = c
-            .backoff_initial
-            .map_or(Duration::from_millis(500), |v| v.0);
-        let backoff_max = c.backoff_max.map_or(Duration::from_secs(60), |v| v.0);
+        let backoff_initial = c.backoff_initial.map_or(defaults.backoff_initial, |v| v.0);
+        let backoff_max = c.backoff_max.map_or(defaults.backoff_max, |v| v.0);
         if backoff_initial.is_zero() || backoff_max < backoff_initial {
             return Err(at(
                 l.file,
@@ -376,15 +391,15 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
                 ));
             }
             Some(v) => *v.get_ref(),
-            None => 5000,
+            None => defaults.batch_max_records,
         };
         let common = SinkCommon {
             backfill_share: share,
             backoff_initial,
             backoff_max,
             batch_max_records,
-            batch_max_bytes: c.batch_max_bytes.map_or(8 * 1024 * 1024, |v| v.0),
-            batch_max_age: c.batch_max_age.map_or(Duration::from_secs(5), |v| v.0),
+            batch_max_bytes: c.batch_max_bytes.map_or(defaults.batch_max_bytes, |v| v.0),
+            batch_max_age: c.batch_max_age.map_or(defaults.batch_max_age, |v| v.0),
             max_bytes_per_sec: match c.max_bytes_per_sec {
                 Some(b) if b.0 < 1024 => {
                     return Err(at(
@@ -398,7 +413,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
             dead_letter_stream: c
                 .dead_letter_stream
                 .clone()
-                .map_or_else(|| DEFAULT_DEAD_LETTER_STREAM.to_string(), |n| n.0),
+                .map_or_else(|| defaults.dead_letter_stream.clone(), |n| n.0),
         };
         let kind = match &l.value.kind {
             SinkKindRaw::Bucket(b) => SinkKind::Bucket(b.clone()),

@@ -433,9 +433,11 @@ impl DeliveryTask {
         let mut to_buffer = Vec::new();
         let mut to_file = Vec::new();
         for rj in rejected {
-            let Some(r) = batch.iter().find(|r| r.seq == rj.seq) else {
+            // A batch is in seq order.
+            let Ok(i) = batch.binary_search_by_key(&rj.seq, |r| r.seq) else {
                 continue;
             };
+            let r = &batch[i];
             tracing::warn!(sink = %self.name, seq = r.seq, stream = %r.stream, reason = %rj.reason, "peer refused a record for good; setting it aside");
             let mut letter = r.clone();
             letter.reading.quality = skygate_drivers::Quality::Bad(format!(
@@ -578,7 +580,7 @@ mod lane_tests {
     use std::sync::atomic::AtomicBool;
     use std::sync::{Arc, Mutex};
 
-    use skygate_drivers::{Quality, Reading, TimeQuality, Value};
+    use skygate_drivers::Value;
 
     use super::*;
     use crate::buffer::{BufferOptions, NewRecord};
@@ -667,21 +669,7 @@ mod lane_tests {
     }
 
     fn record(n: i64) -> Record {
-        Record {
-            seq: 0,
-            stream: Arc::from("wx"),
-            priority: 5,
-            ingest_ts: Timestamp::now(),
-            reading: Reading {
-                source: Arc::from("sim"),
-                channel: Arc::from("t"),
-                ts: Timestamp::now(),
-                time_quality: TimeQuality::Ntp,
-                value: Value::Integer(n),
-                unit: None,
-                quality: Quality::Good,
-            },
-        }
+        crate::model::fixtures::record("wx", Value::Integer(n))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -720,8 +708,7 @@ mod lane_tests {
             batch_max_records: 500,
             batch_max_bytes: 1 << 30,
             batch_max_age: Duration::from_millis(1),
-            max_bytes_per_sec: None,
-            dead_letter_stream: "deadletter".into(),
+            ..SinkCommon::default()
         };
         let handle = spawn(
             &tracker,
@@ -817,8 +804,7 @@ mod lane_tests {
             batch_max_records: 100,
             batch_max_bytes: 1 << 30,
             batch_max_age: Duration::from_millis(1),
-            max_bytes_per_sec: None,
-            dead_letter_stream: "deadletter".into(),
+            ..SinkCommon::default()
         };
         let tracker = tokio_util::task::TaskTracker::new();
         let cancel = CancellationToken::new();
@@ -876,6 +862,20 @@ mod lane_tests {
             .collect()
     }
 
+    /// Up to 100 records still pending for `sink`.
+    async fn pending_for(buffer: &Buffer, sink: SinkId) -> Vec<Record> {
+        buffer
+            .read(ReadQuery {
+                sink,
+                after: 0,
+                upto: u64::MAX,
+                max_records: 100,
+                max_bytes: 1 << 30,
+            })
+            .await
+            .expect("read")
+    }
+
     fn common() -> SinkCommon {
         SinkCommon {
             backfill_share: 0.5,
@@ -884,8 +884,7 @@ mod lane_tests {
             batch_max_records: 50,
             batch_max_bytes: 1 << 30,
             batch_max_age: Duration::from_millis(1),
-            max_bytes_per_sec: None,
-            dead_letter_stream: "deadletter".into(),
+            ..SinkCommon::default()
         }
     }
 
@@ -940,16 +939,7 @@ mod lane_tests {
         .await;
         assert_eq!(*seen.lock().expect("lock"), (1..=40).collect::<Vec<_>>());
         // The refused records wait for sink b, in the dead-letter stream, saying why.
-        let letters = buffer
-            .read(ReadQuery {
-                sink: b,
-                after: 0,
-                upto: u64::MAX,
-                max_records: 100,
-                max_bytes: 1 << 30,
-            })
-            .await
-            .expect("read");
+        let letters = pending_for(&buffer, b).await;
         assert_eq!(letters.len(), 10);
         for (i, l) in letters.iter().enumerate() {
             assert_eq!(&*l.stream, "deadletter");
@@ -967,16 +957,7 @@ mod lane_tests {
             );
         }
         // Nothing is left pending for k.
-        let left = buffer
-            .read(ReadQuery {
-                sink: k,
-                after: 0,
-                upto: u64::MAX,
-                max_records: 100,
-                max_bytes: 1 << 30,
-            })
-            .await
-            .expect("read");
+        let left = pending_for(&buffer, k).await;
         assert!(left.is_empty(), "{} left for k", left.len());
         guard.close().await;
     }

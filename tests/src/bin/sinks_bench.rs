@@ -148,8 +148,7 @@ async fn drain(buffer: &Buffer, sink: Box<dyn Sink>, n: u64, dir: &Path) -> f64 
                 batch_max_records: batch(),
                 batch_max_bytes: 64 << 20,
                 batch_max_age: Duration::from_millis(1),
-                max_bytes_per_sec: None,
-                dead_letter_stream: "deadletter".into(),
+                ..SinkCommon::default()
             },
             dead_letter: DeadLetter {
                 stream: Arc::from("deadletter"),

@@ -93,13 +93,7 @@ impl BucketSinkRaw {
             (Some(_), Some(_)) => {
                 return Err(field_err("dir", "give either `url` or `dir`, not both"));
             }
-            (None, dir) => {
-                skygate_drivers::config::refuse(
-                    &cloud_only,
-                    "applies to cloud buckets (url = \"s3://...\"), not a directory",
-                )?;
-                BucketTarget::Dir(dir.unwrap_or_else(|| PathBuf::from("bucket")))
-            }
+            (None, dir) => BucketTarget::Dir(dir.unwrap_or_else(|| PathBuf::from("bucket"))),
             (Some(url), None) => {
                 let (scheme, rest) = url.split_once("://").ok_or_else(|| {
                     field_err("url", &format!("{url:?} is not a URL; use s3://BUCKET, gs://BUCKET, az://CONTAINER or file:///DIR"))
@@ -111,10 +105,6 @@ impl BucketSinkRaw {
                             "file:// needs an absolute path: file:///var/lib/skygate/archive",
                         ));
                     }
-                    skygate_drivers::config::refuse(
-                        &cloud_only,
-                        "applies to cloud buckets, not file://",
-                    )?;
                     BucketTarget::Dir(PathBuf::from(rest))
                 } else {
                     let cloud = match scheme {
@@ -156,6 +146,12 @@ impl BucketSinkRaw {
                 }
             }
         };
+        if matches!(target, BucketTarget::Dir(_)) {
+            skygate_drivers::config::refuse(
+                &cloud_only,
+                "applies to cloud buckets (s3://, gs://, az://), not a local directory",
+            )?;
+        }
         let prefix = self.prefix.unwrap_or_else(|| "skygate".to_string());
         if prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
             return Err(field_err(

@@ -135,19 +135,16 @@ impl BucketSink {
                 attributes,
                 ..PutMultipartOptions::default()
             };
-            match store.put_multipart_opts(&path, opts).await {
-                Ok(upload) => {
-                    let mut w = WriteMultipart::new_with_chunk_size(upload, self.part_size);
-                    w.put(o.data);
-                    match w.finish().await {
-                        Ok(_) => Ok(()),
-                        // `finish` aborted what it could; parts left behind are the
-                        // store's to expire (a lifecycle rule), never visible as an object.
-                        Err(e) => Err(e),
-                    }
-                }
-                Err(e) => Err(e),
+            // On failure `finish` aborts the upload; parts it could not remove are the
+            // store's to expire (a lifecycle rule), never visible as an object.
+            async {
+                let upload = store.put_multipart_opts(&path, opts).await?;
+                let mut w = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+                w.put(o.data);
+                w.finish().await
             }
+            .await
+            .map(|_| ())
         } else {
             let opts = PutOptions {
                 attributes,
@@ -197,9 +194,6 @@ async fn open_cloud(c: &CloudBucket) -> Result<Arc<dyn ObjectStore>, SinkError> 
         retry_timeout: Duration::from_secs(30),
         ..RetryConfig::default()
     };
-    let bad_key = |k: &str, e: object_store::Error| {
-        SinkError::Permanent(format!("credentials file: unknown key {k:?}: {e}"))
-    };
     let built = match c.cloud {
         Cloud::S3 => {
             let mut b = object_store::aws::AmazonS3Builder::from_env()
@@ -213,10 +207,9 @@ async fn open_cloud(c: &CloudBucket) -> Result<Arc<dyn ObjectStore>, SinkError> 
             if let Some(r) = &c.region {
                 b = b.with_region(r);
             }
-            for (k, v) in &credentials {
-                b = b.with_config(k.parse().map_err(|e| bad_key(k, e))?, v);
-            }
-            b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            with_credentials(b, &credentials, |b, k, v| b.with_config(k, v))?
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
         }
         Cloud::Gcs => {
             let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
@@ -226,10 +219,9 @@ async fn open_cloud(c: &CloudBucket) -> Result<Arc<dyn ObjectStore>, SinkError> 
             if let Some(e) = &c.endpoint {
                 b = b.with_config(object_store::gcp::GoogleConfigKey::BaseUrl, e);
             }
-            for (k, v) in &credentials {
-                b = b.with_config(k.parse().map_err(|e| bad_key(k, e))?, v);
-            }
-            b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            with_credentials(b, &credentials, |b, k, v| b.with_config(k, v))?
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
         }
         Cloud::Azure => {
             let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
@@ -239,13 +231,31 @@ async fn open_cloud(c: &CloudBucket) -> Result<Arc<dyn ObjectStore>, SinkError> 
             if let Some(e) = &c.endpoint {
                 b = b.with_endpoint(e.clone());
             }
-            for (k, v) in &credentials {
-                b = b.with_config(k.parse().map_err(|e| bad_key(k, e))?, v);
-            }
-            b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            with_credentials(b, &credentials, |b, k, v| b.with_config(k, v))?
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
         }
     };
     built.map_err(|e| SinkError::Permanent(format!("bucket {}: {e}", c.url)))
+}
+
+/// Applies the credentials file's settings to a store builder; an unknown key is an error
+/// naming it (never its value).
+fn with_credentials<B, K>(
+    mut builder: B,
+    credentials: &[(String, String)],
+    set: impl Fn(B, K, &str) -> B,
+) -> Result<B, SinkError>
+where
+    K: std::str::FromStr<Err = object_store::Error>,
+{
+    for (k, v) in credentials {
+        let key = k.parse().map_err(|e| {
+            SinkError::Permanent(format!("credentials file: unknown key {k:?}: {e}"))
+        })?;
+        builder = set(builder, key, v);
+    }
+    Ok(builder)
 }
 
 /// `key = value` lines (blank lines and `#` comments skipped; values may be quoted).

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use skygate_drivers::FieldError;
-use skygate_drivers::config::{ByteSize, duration_opt, field_err};
+use skygate_drivers::config::{ByteSize, duration_opt, field_err, pair};
 
 use crate::sinks::template::Template;
 
@@ -147,12 +147,7 @@ impl KafkaSinkRaw {
                 "must be between 1000 and 10000000",
             ));
         }
-        let client = match (self.tls_cert, self.tls_key) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            (Some(_), None) => return Err(field_err("tls_key", "tls_cert needs tls_key")),
-            (None, Some(_)) => return Err(field_err("tls_cert", "tls_key needs tls_cert")),
-        };
+        let client = pair(self.tls_cert, self.tls_key, ("tls_cert", "tls_key"))?;
         let wants_tls = self.tls_ca.is_some() || client.is_some();
         let tls = match self.tls {
             Some(false) if wants_tls => {

@@ -37,7 +37,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::{Batch, Delivered, Rejected, Sink, SinkError, SinkFuture};
-use crate::model::{self, BlobPlacement, Gap, NDJSON_SCHEMA_VERSION};
+use crate::model::{self, BlobPlacement, Gap, NDJSON_SCHEMA_VERSION, Record};
 use crate::util::secret::Secret;
 pub use config::{KafkaSinkRaw, KafkaSinkSettings};
 
@@ -115,8 +115,10 @@ impl KafkaSink {
         }
     }
 
-    /// The producer, built on first use and after a fatal error.
-    fn producer(&mut self) -> Result<Producer_, SinkError> {
+    /// The producer, built on first use and after a fatal error. Building reads the
+    /// password file and has librdkafka load certificates and start its threads: done on a
+    /// blocking thread, not on the runtime.
+    async fn producer(&mut self) -> Result<Producer_, SinkError> {
         if let Some(p) = &self.producer {
             if let Some((code, reason)) = p.client().fatal_error() {
                 tracing::warn!(sink = %self.name, ?code, %reason, "producer failed fatally; building a new one");
@@ -125,12 +127,18 @@ impl KafkaSink {
                 return Ok(p.clone());
             }
         }
-        let p = client_config(&self.settings)?
-            .create_with_context::<_, Producer_>(Context {
-                sink: self.name.clone(),
-                last_error: self.last_error.clone(),
-            })
-            .map_err(|e| SinkError::Permanent(format!("cannot create Kafka producer: {e}")))?;
+        let settings = self.settings.clone();
+        let context = Context {
+            sink: self.name.clone(),
+            last_error: self.last_error.clone(),
+        };
+        let p = tokio::task::spawn_blocking(move || {
+            client_config(&settings)?
+                .create_with_context::<_, Producer_>(context)
+                .map_err(|e| SinkError::Permanent(format!("cannot create Kafka producer: {e}")))
+        })
+        .await
+        .map_err(|e| SinkError::Transient(format!("producer task: {e}")))??;
         self.producer = Some(p.clone());
         Ok(p)
     }
@@ -231,7 +239,7 @@ struct Outgoing {
 }
 
 fn encode(
-    batch: &[Record_],
+    batch: &[Record],
     gateway: &str,
     s: &KafkaSinkSettings,
     skip: Option<&Partial>,
@@ -251,9 +259,7 @@ fn encode(
         s.key.render_into(&mut key, gateway, r);
         let mut value = Vec::with_capacity(256);
         model::write_ndjson(&mut value, gateway, r, BlobPlacement::Inline);
-        if value.last() == Some(&b'\n') {
-            value.pop();
-        }
+        value.pop_if(|b| *b == b'\n');
         out.push(Outgoing {
             seq: r.seq,
             stream: r.stream.clone(),
@@ -266,10 +272,16 @@ fn encode(
     out
 }
 
-type Record_ = crate::model::Record;
-
-fn headers(gateway: &str, seq: &str, stream: &str, tq: &str, kind: &str) -> OwnedHeaders {
-    let schema = NDJSON_SCHEMA_VERSION.to_string();
+/// The documented headers. `schema` is [`NDJSON_SCHEMA_VERSION`] as text, made once per
+/// batch by the caller.
+fn headers(
+    gateway: &str,
+    seq: &str,
+    stream: &str,
+    tq: &str,
+    kind: &str,
+    schema: &str,
+) -> OwnedHeaders {
     OwnedHeaders::new_with_capacity(6)
         .insert(Header {
             key: "skygate-gateway",
@@ -289,7 +301,7 @@ fn headers(gateway: &str, seq: &str, stream: &str, tq: &str, kind: &str) -> Owne
         })
         .insert(Header {
             key: "skygate-schema",
-            value: Some(schema.as_str()),
+            value: Some(schema),
         })
         .insert(Header {
             key: "skygate-type",
@@ -328,7 +340,7 @@ fn enqueue(
 impl Sink for KafkaSink {
     fn deliver(&mut self, batch: Batch) -> SinkFuture<'_, Delivered> {
         Box::pin(async move {
-            let producer = self.producer()?;
+            let producer = self.producer().await?;
             let first = batch[0].seq;
             let last = batch[batch.len() - 1].seq;
             let partial = self
@@ -347,11 +359,10 @@ impl Sink for KafkaSink {
                 let mut sent = Vec::with_capacity(msgs.len());
                 let mut rejected = partial.map(|p| p.rejected).unwrap_or_default();
                 let mut bytes = 0u64;
-                let mut seq_text = String::new();
+                let schema = NDJSON_SCHEMA_VERSION.to_string();
                 for m in msgs {
-                    seq_text.clear();
-                    seq_text.push_str(&m.seq.to_string());
-                    let h = headers(&gateway, &seq_text, &m.stream, m.time_quality, "record");
+                    let seq = m.seq.to_string();
+                    let h = headers(&gateway, &seq, &m.stream, m.time_quality, "record", &schema);
                     bytes += (m.value.len() + m.key.len() + m.topic.len() + 64) as u64;
                     match enqueue(&pb, &m.topic, &m.key, &m.value, h, give_up) {
                         Ok(f) => sent.push((m.seq, m.stream, f)),
@@ -415,16 +426,15 @@ impl Sink for KafkaSink {
 
     fn deliver_gap<'a>(&'a mut self, gap: &'a Gap) -> SinkFuture<'a, ()> {
         Box::pin(async move {
-            let producer = self.producer()?;
+            let producer = self.producer().await?;
             let stream = gap.stream_name("_gaps");
             let topic = self.settings.topic.render_gap(&self.gateway, stream);
             let key = self.settings.key.render_gap(&self.gateway, stream);
             let mut value = model::gap_ndjson(&self.gateway, gap);
-            if value.last() == Some(&b'\n') {
-                value.pop();
-            }
+            value.pop_if(|b| *b == b'\n');
             let seq = gap.first_seq.to_string();
-            let h = headers(&self.gateway, &seq, stream, "", "gap");
+            let schema = NDJSON_SCHEMA_VERSION.to_string();
+            let h = headers(&self.gateway, &seq, stream, "", "gap", &schema);
             let give_up = std::time::Instant::now() + self.settings.delivery_timeout;
             let f = {
                 let p = producer.clone();

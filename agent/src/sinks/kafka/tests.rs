@@ -10,13 +10,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use skygate_drivers::{Quality, Reading, TimeQuality, Timestamp, Value};
+use skygate_drivers::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::buffer::{Buffer, BufferOptions, NewRecord};
 use crate::config::{BufferSettings, Durability, SinkCommon};
-use crate::model::Record;
+use crate::model::{Record, fixtures};
 use crate::sinks::delivery::{DeadLetter, SinkSpec, spawn};
 use crate::sinks::template::Template;
 
@@ -37,21 +37,16 @@ fn settings(brokers: &str) -> KafkaSinkSettings {
 }
 
 fn record(stream: &str, n: i64, text: Option<String>) -> Record {
-    Record {
-        seq: 0,
-        stream: Arc::from(stream),
-        priority: 5,
-        ingest_ts: Timestamp::now(),
-        reading: Reading {
-            source: Arc::from("sim"),
-            channel: Arc::from("t"),
-            ts: Timestamp::now(),
-            time_quality: TimeQuality::Ntp,
-            value: text.map_or(Value::Integer(n), Value::Text),
-            unit: None,
-            quality: Quality::Good,
-        },
-    }
+    fixtures::record(stream, text.map_or(Value::Integer(n), Value::Text))
+}
+
+/// A message's header as text.
+fn header(m: &impl Message, key: &str) -> Option<String> {
+    m.headers()?
+        .iter()
+        .find(|x| x.key == key)
+        .and_then(|x| x.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Every message of the topics, in partition order: (stream header, seq header).
@@ -71,14 +66,7 @@ fn consume(brokers: &str, topics: &[&str], want: usize) -> Vec<(String, u64)> {
             continue;
         };
         let m = m.expect("message");
-        let h = m.headers().expect("headers");
-        let header = |k: &str| {
-            h.iter()
-                .find(|x| x.key == k)
-                .and_then(|x| x.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_else(|| panic!("header {k} missing"))
-        };
+        let header = |k: &str| header(&m, k).unwrap_or_else(|| panic!("header {k} missing"));
         assert_eq!(header("skygate-gateway"), "gw");
         assert_eq!(header("skygate-schema"), "1");
         let seq: u64 = header("skygate-seq").parse().expect("seq");
@@ -156,8 +144,7 @@ async fn request_errors_a_broker_down_and_leader_moves_lose_nothing_and_keep_eac
                 batch_max_records: 500,
                 batch_max_bytes: 1 << 30,
                 batch_max_age: Duration::from_millis(1),
-                max_bytes_per_sec: None,
-                dead_letter_stream: "deadletter".into(),
+                ..SinkCommon::default()
             },
             dead_letter: DeadLetter {
                 stream: Arc::from("deadletter"),
@@ -262,17 +249,7 @@ async fn a_gap_marker_goes_to_its_streams_topic_as_a_gap() {
     let brokers = mock.bootstrap_servers();
     mock.create_topic("skygate.wx", 1, 1).expect("topic");
     let mut sink = KafkaSink::new("k", &settings(&brokers), "gw");
-    let gap = crate::model::Gap {
-        id: 1,
-        stream: "wx".into(),
-        first_seq: 10,
-        last_seq: 19,
-        count: Some(10),
-        first_ts: None,
-        last_ts: None,
-        reason: "evicted: buffer full".into(),
-        recorded_at: 0,
-    };
+    let gap = fixtures::gap();
     sink.deliver_gap(&gap).await.expect("delivered");
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -291,15 +268,8 @@ async fn a_gap_marker_goes_to_its_streams_topic_as_a_gap() {
             break m.expect("message").detach();
         }
     };
-    let h = m.headers().expect("headers");
-    let header = |k: &str| {
-        h.iter()
-            .find(|x| x.key == k)
-            .and_then(|x| x.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    assert_eq!(header("skygate-type").as_deref(), Some("gap"));
-    assert_eq!(header("skygate-seq").as_deref(), Some("10"));
+    assert_eq!(header(&m, "skygate-type").as_deref(), Some("gap"));
+    assert_eq!(header(&m, "skygate-seq").as_deref(), Some("10"));
     let v: serde_json::Value = serde_json::from_slice(m.payload().expect("payload")).expect("json");
     assert_eq!(v["type"], "gap");
     assert_eq!(

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use skygate_drivers::FieldError;
-use skygate_drivers::config::{ByteSize, duration_opt, field_err, refuse};
+use skygate_drivers::config::{ByteSize, duration_opt, field_err, pair, refuse};
 
 use crate::sinks::template::Template;
 
@@ -77,14 +77,11 @@ impl MqttSinkRaw {
                 "needs TLS: use an mqtts:// url",
             )?;
         }
-        let client_auth = match (self.client_cert, self.client_key) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            (Some(_), None) => return Err(field_err("client_key", "client_cert needs client_key")),
-            (None, Some(_)) => {
-                return Err(field_err("client_cert", "client_key needs client_cert"));
-            }
-        };
+        let client_auth = pair(
+            self.client_cert,
+            self.client_key,
+            ("client_cert", "client_key"),
+        )?;
         if self.password_file.is_some() && self.username.is_none() {
             return Err(field_err("username", "password_file needs a username"));
         }

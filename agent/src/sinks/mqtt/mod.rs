@@ -321,17 +321,7 @@ mod tests {
                 .validate()
                 .expect("valid");
         let mut sink = MqttSink::new("up", &settings, "gw");
-        let gap = Gap {
-            id: 1,
-            stream: "wx".into(),
-            first_seq: 10,
-            last_seq: 19,
-            count: Some(10),
-            first_ts: None,
-            last_ts: None,
-            reason: "evicted: buffer full".into(),
-            recorded_at: 0,
-        };
+        let gap = crate::model::fixtures::gap();
         sink.deliver_gap(&gap)
             .await
             .expect("delivered and acknowledged");
