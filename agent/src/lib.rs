@@ -21,6 +21,7 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod functions;
 pub mod logging;
 pub mod model;
 pub mod pipeline;

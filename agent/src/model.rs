@@ -28,6 +28,7 @@
 //! | `unit` | string? | unit, when known |
 //! | `quality` | string | `good`, `uncertain`, `bad` |
 //! | `quality_reason` | string? | why not good |
+//! | `lineage` | object? | on records a workflow made: `{"workflow", "first_seq", "last_seq", "count"}`, the seqs of the records it came from (absent in `skygate tail`) |
 //!
 //! A blob's `value` is `{"content_type", "size", "name"?, "meta"?, "key"?, "data_base64"?}`:
 //! `meta` holds what the instrument said about the object (e.g. FITS keywords: `OBJECT`,
@@ -58,6 +59,55 @@ pub struct Record {
     pub priority: u8,
     pub ingest_ts: Timestamp,
     pub reading: Reading,
+    /// Set on records a workflow made: the records they came from.
+    pub lineage: Option<Lineage>,
+}
+
+/// Where a record made by a workflow came from: `count` input records whose seqs lie in
+/// `first..=last` (one input: `first == last`). Inputs are numbered by the buffer even
+/// when no sink stores them, so the range always names real seqs, and `(gateway, workflow,
+/// first, last)` identifies a derivation: the same inputs derived twice (a file read again
+/// after a crash) show up downstream as the same lineage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    pub workflow: Arc<str>,
+    pub first: SeqRef,
+    pub last: SeqRef,
+    pub count: u32,
+}
+
+/// An input's seq as a derived record knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqRef {
+    Seq(u64),
+    /// This many seqs before the record's own: an input committed in the same append,
+    /// whose seq is not known until the writer numbers both. Resolved when read back.
+    Back(u64),
+}
+
+impl SeqRef {
+    /// The absolute seq, given the seq of the record holding the reference (0 when it is
+    /// not numbered yet: then only absolute references are known).
+    pub fn resolve(self, own_seq: u64) -> Option<u64> {
+        match self {
+            Self::Seq(s) => Some(s),
+            Self::Back(d) if own_seq > d => Some(own_seq - d),
+            Self::Back(_) => None,
+        }
+    }
+}
+
+impl Lineage {
+    /// The same lineage with both ends absolute, as stored records carry it.
+    pub fn resolved(&self, own_seq: u64) -> Lineage {
+        let fix = |r: SeqRef| r.resolve(own_seq).map_or(r, SeqRef::Seq);
+        Lineage {
+            workflow: self.workflow.clone(),
+            first: fix(self.first),
+            last: fix(self.last),
+            count: self.count,
+        }
+    }
 }
 
 /// A recorded loss: records of `stream` in `first_seq..=last_seq` that will never arrive.
@@ -112,6 +162,7 @@ pub(crate) mod fixtures {
                 unit: None,
                 quality: Quality::Good,
             },
+            lineage: None,
         }
     }
 
@@ -168,6 +219,18 @@ struct Line<'a> {
     quality: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     quality_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lineage: Option<LineageLine<'a>>,
+}
+
+#[derive(Serialize)]
+struct LineageLine<'a> {
+    workflow: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seq: Option<u64>,
+    count: u32,
 }
 
 /// A value as the `value` field of an NDJSON line.
@@ -222,6 +285,12 @@ pub fn write_ndjson(out: &mut Vec<u8>, gateway: &str, rec: &Record, blob: BlobPl
         unit: r.unit.as_deref(),
         quality: r.quality.as_str(),
         quality_reason: r.quality.reason(),
+        lineage: rec.lineage.as_ref().map(|l| LineageLine {
+            workflow: &l.workflow,
+            first_seq: l.first.resolve(rec.seq),
+            last_seq: l.last.resolve(rec.seq),
+            count: l.count,
+        }),
     };
     // Serialising plain structs and json values into a Vec cannot fail.
     if serde_json::to_writer(&mut *out, &line).is_ok() {
@@ -270,6 +339,7 @@ mod tests {
                 unit: Some(Arc::from("degC")),
                 quality: Quality::Uncertain("out of range".into()),
             },
+            lineage: None,
         };
         let mut out = Vec::new();
         write_ndjson(&mut out, "gw-1", &rec, BlobPlacement::Inline);

@@ -107,7 +107,8 @@ impl SinkId {
     }
 }
 
-/// A record to append, with the sinks it is routed to.
+/// A record to append, with the sinks it is routed to. With no sinks it is numbered (it
+/// takes a seq) but not stored: a workflow's input whose own stream goes nowhere.
 #[derive(Debug, Clone)]
 pub struct NewRecord {
     pub record: Record,
@@ -394,6 +395,23 @@ impl Buffer {
             })
             .await
             .map_err(|_| BufferError::Closed)
+    }
+
+    /// Queues records like [`Buffer::append`] and returns at once with a receiver for the
+    /// seqs they get when committed (workflows use them to name their inputs).
+    pub async fn append_numbered(
+        &self,
+        records: Vec<NewRecord>,
+    ) -> Result<oneshot::Receiver<Result<SeqRange, BufferError>>, BufferError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriterCmd::Append {
+                records,
+                reply: Some(tx),
+            })
+            .await
+            .map_err(|_| BufferError::Closed)?;
+        Ok(rx)
     }
 
     /// Appends and waits until the records are committed; returns their seqs.

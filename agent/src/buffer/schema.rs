@@ -11,7 +11,7 @@ use skygate_drivers::{Blob, MetaValue, Quality, Reading, TimeQuality, Timestamp,
 
 use super::BufferError;
 use crate::config::Durability;
-use crate::model::Record;
+use crate::model::{Lineage, Record, SeqRef};
 
 pub const SCHEMA_VERSION: i64 = 1;
 pub const DB_FILE: &str = "skygate.db";
@@ -161,9 +161,34 @@ enum MetaV1<'a> {
     Text(Cow<'a, str>),
 }
 
-/// Encodes a reading for the `body` column. When `spooled`, a blob's bytes are left out
-/// (they live in the spool file).
-pub fn encode_body(r: &Reading, spooled: bool) -> Vec<u8> {
+/// A derived record's lineage, appended after the body (postcard leaves the rest of the
+/// bytes alone, so bodies without it, written before lineage existed, decode as before).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LineageV1<'a> {
+    workflow: Cow<'a, str>,
+    first: SeqRefV1,
+    last: SeqRefV1,
+    count: u32,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum SeqRefV1 {
+    Seq(u64),
+    Back(u64),
+}
+
+impl From<SeqRef> for SeqRefV1 {
+    fn from(r: SeqRef) -> Self {
+        match r {
+            SeqRef::Seq(s) => Self::Seq(s),
+            SeqRef::Back(d) => Self::Back(d),
+        }
+    }
+}
+
+/// Encodes a reading (and a derived record's lineage) for the `body` column. When
+/// `spooled`, a blob's bytes are left out (they live in the spool file).
+pub fn encode_body(r: &Reading, lineage: Option<&Lineage>, spooled: bool) -> Vec<u8> {
     let value = match &r.value {
         Value::Number(v) => ValueV1::Number(*v),
         Value::Integer(v) => ValueV1::Integer(*v),
@@ -223,16 +248,57 @@ pub fn encode_body(r: &Reading, spooled: bool) -> Vec<u8> {
         reason,
     };
     // Plain structs, strings and byte buffers: postcard cannot fail on them.
-    postcard::to_stdvec(&body).unwrap_or_default()
+    let mut out = postcard::to_stdvec(&body).unwrap_or_default();
+    if let Some(l) = lineage {
+        let l = LineageV1 {
+            workflow: Cow::Borrowed(&l.workflow),
+            first: l.first.into(),
+            last: l.last.into(),
+            count: l.count,
+        };
+        out.extend(postcard::to_stdvec(&l).unwrap_or_default());
+    }
+    out
 }
 
 pub fn decode_body(seq: u64, body: &[u8]) -> Result<Reading, BufferError> {
-    let b: BodyV1<'_> = postcard::from_bytes(body).map_err(|e| BufferError::Decode {
+    decode_body_lineage(seq, body).map(|(r, _)| r)
+}
+
+/// The reading and, for a derived record, its lineage with both ends absolute.
+pub fn decode_body_lineage(
+    seq: u64,
+    body: &[u8],
+) -> Result<(Reading, Option<Lineage>), BufferError> {
+    let err = |e: postcard::Error| BufferError::Decode {
         seq,
         message: e.to_string(),
-    })?;
+    };
+    let (b, rest): (BodyV1<'_>, &[u8]) = postcard::take_from_bytes(body).map_err(err)?;
+    let lineage = if rest.is_empty() {
+        None
+    } else {
+        let l: LineageV1<'_> = postcard::from_bytes(rest).map_err(err)?;
+        let abs = |r: SeqRefV1| match r {
+            SeqRefV1::Seq(s) => SeqRef::Seq(s),
+            SeqRefV1::Back(d) => SeqRef::Back(d),
+        };
+        Some(
+            Lineage {
+                workflow: Arc::from(&*l.workflow),
+                first: abs(l.first),
+                last: abs(l.last),
+                count: l.count,
+            }
+            .resolved(seq),
+        )
+    };
+    Ok((decode_reading(b), lineage))
+}
+
+fn decode_reading(b: BodyV1<'_>) -> Reading {
     let reason = || b.reason.as_deref().unwrap_or_default().to_string();
-    Ok(Reading {
+    Reading {
         source: Arc::from(&*b.source),
         channel: Arc::from(&*b.channel),
         ts: Timestamp(b.ts),
@@ -276,7 +342,7 @@ pub fn decode_body(seq: u64, body: &[u8]) -> Result<Reading, BufferError> {
             1 => Quality::Uncertain(reason()),
             _ => Quality::Bad(reason()),
         },
-    })
+    }
 }
 
 /// What a row that cannot be decoded is delivered as: its raw bytes, marked bad, so a
@@ -321,9 +387,9 @@ pub fn row_parts(row: &rusqlite::Row<'_>) -> rusqlite::Result<RowParts> {
 /// Rebuilds a record, reading a spooled blob from `spool_dir`. A missing or unreadable
 /// spool file does not stop delivery: the record goes out with bad quality saying so.
 pub fn into_record(p: RowParts, spool_dir: &Path) -> Result<Record, BufferError> {
-    let mut reading = match decode_body(p.seq, &p.body) {
+    let (mut reading, lineage) = match decode_body_lineage(p.seq, &p.body) {
         Ok(r) => r,
-        Err(e) => undecodable(p.seq, p.body, &e),
+        Err(e) => (undecodable(p.seq, p.body, &e), None),
     };
     if let Some(file) = &p.blob {
         match std::fs::read(spool_dir.join(file)) {
@@ -344,6 +410,7 @@ pub fn into_record(p: RowParts, spool_dir: &Path) -> Result<Record, BufferError>
         priority: p.priority,
         ingest_ts: Timestamp(p.ingest_ts),
         reading,
+        lineage,
     })
 }
 
@@ -378,6 +445,36 @@ mod tests {
     }
 
     #[test]
+    fn a_lineage_rides_after_the_body_and_comes_back_absolute() {
+        let r = reading(Value::Number(2.5), Quality::Good);
+        let lineage = Lineage {
+            workflow: Arc::from("wx"),
+            first: SeqRef::Seq(7),
+            last: SeqRef::Back(2),
+            count: 3,
+        };
+        let plain = encode_body(&r, None, false);
+        let body = encode_body(&r, Some(&lineage), false);
+        assert!(
+            body.starts_with(&plain),
+            "the body is unchanged, the lineage follows"
+        );
+        let (back, l) = decode_body_lineage(10, &body).expect("decode");
+        assert_eq!(back, r);
+        let l = l.expect("lineage");
+        assert_eq!(
+            (l.first, l.last, l.count),
+            (SeqRef::Seq(7), SeqRef::Seq(8), 3)
+        );
+        assert_eq!(&*l.workflow, "wx");
+        assert_eq!(decode_body_lineage(10, &plain).expect("decode").1, None);
+        assert!(
+            decode_body_lineage(10, &[plain.as_slice(), &[0xff]].concat()).is_err(),
+            "a damaged trailer is an error, not a silent drop"
+        );
+    }
+
+    #[test]
     fn every_value_kind_and_quality_survives_the_body_codec() {
         let blob = Value::Blob(Blob::new(
             "image/jpeg",
@@ -407,7 +504,10 @@ mod tests {
             (Value::Blob(fits), Quality::Good),
         ] {
             let r = reading(v, q);
-            assert_eq!(decode_body(1, &encode_body(&r, false)).expect("decode"), r);
+            assert_eq!(
+                decode_body(1, &encode_body(&r, None, false)).expect("decode"),
+                r
+            );
         }
     }
 
@@ -421,7 +521,7 @@ mod tests {
             )),
             Quality::Good,
         );
-        let body = encode_body(&r, true);
+        let body = encode_body(&r, None, true);
         assert!(body.len() < 200, "body is {} bytes", body.len());
         match decode_body(1, &body).expect("decode").value {
             Value::Blob(b) => {

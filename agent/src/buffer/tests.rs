@@ -71,6 +71,7 @@ fn new_record(buffer: &Buffer, stream: &str, priority: u8, n: i64) -> NewRecord 
             priority,
             ingest_ts: Timestamp::now(),
             reading: reading(n, Value::Integer(n)),
+            lineage: None,
         },
     }
 }

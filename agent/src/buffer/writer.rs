@@ -158,12 +158,10 @@ impl Group {
     fn add(&mut self, cmd: WriterCmd, threshold: u64) -> bool {
         match cmd {
             WriterCmd::Append { records, reply } => {
-                let enc: Vec<Encoded> = records
-                    .into_iter()
-                    .filter(|r| r.sinks != 0)
-                    .map(|r| encode(r, threshold))
-                    .collect();
-                self.records += enc.len();
+                // A record routed to no sink is numbered but not stored: a workflow's input
+                // that only its outputs leave the gateway for keeps a seq they can name.
+                let enc: Vec<Encoded> = records.into_iter().map(|r| encode(r, threshold)).collect();
+                self.records += enc.iter().filter(|e| e.pending != 0).count();
                 self.incoming_bytes += enc.iter().map(|e| e.size).sum::<u64>();
                 self.appends.push((enc, reply));
             }
@@ -183,11 +181,23 @@ impl Group {
 
 fn encode(r: NewRecord, threshold: u64) -> Encoded {
     let rec = r.record;
+    if r.sinks == 0 {
+        return Encoded {
+            priority: 0,
+            ts: rec.reading.ts.as_nanos(),
+            ingest_ts: 0,
+            stream: rec.stream,
+            pending: 0,
+            body: Vec::new(),
+            spool: None,
+            size: 0,
+        };
+    }
     let spool = match &rec.reading.value {
         Value::Blob(b) if b.data.len() as u64 > threshold => Some(b.data.clone()),
         _ => None,
     };
-    let body = schema::encode_body(&rec.reading, spool.is_some());
+    let body = schema::encode_body(&rec.reading, rec.lineage.as_ref(), spool.is_some());
     let size = body.len() as u64
         + rec.stream.len() as u64
         + ROW_OVERHEAD
@@ -422,7 +432,7 @@ impl State {
             self.evict(&tx, need, &mut d)?;
         }
 
-        if g.records > 0 && !g.appends.is_empty() {
+        if g.appends.iter().any(|(recs, _)| !recs.is_empty()) {
             let first = self.p.next_seq;
             let mut seq = first;
             let mut spooled = false;
@@ -434,6 +444,10 @@ impl State {
                 )?;
                 for (recs, _) in &g.appends {
                     for e in recs {
+                        if e.pending == 0 {
+                            seq += 1;
+                            continue;
+                        }
                         let blob_name = match &e.spool {
                             Some(data) => {
                                 let name = startup::spool_name(seq);
@@ -710,7 +724,7 @@ impl State {
             let mut seq = first;
             for (recs, reply) in g.appends {
                 let start = seq;
-                for e in &recs {
+                for e in recs.iter().filter(|e| e.pending != 0) {
                     m.ingest_to_durable_us
                         .record(((now - e.ts).max(0) / 1000) as u64);
                 }
@@ -725,7 +739,7 @@ impl State {
         } else {
             for (_, reply) in g.appends {
                 if let Some(tx) = reply {
-                    // Nothing routed anywhere: nothing stored, nothing to number.
+                    // An empty append: nothing to number.
                     let _ = tx.send(Ok(SeqRange { first: 0, last: 0 }));
                 }
             }

@@ -161,23 +161,51 @@ fn load_files(main: &Path) -> Result<Settings, ConfigError> {
 
 /// The embedded default (no file on disk).
 pub fn load_embedded_default() -> Result<Settings, ConfigError> {
-    let mut s = load_sources(vec![SourceFile {
-        path: PathBuf::from(EMBEDDED_DEFAULT_NAME),
-        text: EMBEDDED_DEFAULT.to_string(),
-    }])?;
+    let read = |p: &Path| {
+        EMBEDDED_WORKFLOWS
+            .iter()
+            .find(|(name, _)| Path::new(name) == p)
+            .map(|(_, text)| text.to_string())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    };
+    let mut s = load_sources_with(
+        vec![SourceFile {
+            path: PathBuf::from(EMBEDDED_DEFAULT_NAME),
+            text: EMBEDDED_DEFAULT.to_string(),
+        }],
+        &read,
+    )?;
     s.source = ConfigSource::Embedded;
     Ok(s)
 }
 
-/// Parses and validates already-read sources, in merge order.
+/// Parses and validates already-read sources, in merge order, then reads the workflow
+/// files they name from disk.
 pub fn load_sources(files: Vec<SourceFile>) -> Result<Settings, ConfigError> {
+    load_sources_with(files, &|p| std::fs::read_to_string(p))
+}
+
+/// [`load_sources`], reading workflow files with `read`.
+pub fn load_sources_with(
+    files: Vec<SourceFile>,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Settings, ConfigError> {
     let mut merged = raw::Merged::default();
     for (idx, file) in files.iter().enumerate() {
         let parsed = raw::parse_file(file)?;
         merged.merge(idx, parsed);
     }
-    settings::validate(merged, &files)
+    let mut s = settings::validate(merged, &files)?;
+    s.workflows =
+        crate::functions::load(&s.workflow_files, s.sinks.keys().map(String::as_str), read)?;
+    Ok(s)
 }
+
+/// Workflow files the embedded demo names, built into the binary.
+pub const EMBEDDED_WORKFLOWS: &[(&str, &str)] = &[(
+    "workflows/weather.yaml",
+    include_str!("../../../config/workflows/weather.yaml"),
+)];
 
 /// `conf.d/*.toml` beside the main file, sorted by file name.
 fn drop_ins(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {

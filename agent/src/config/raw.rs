@@ -29,6 +29,9 @@ pub struct TopRaw {
     pub broker: Option<Spanned<BrokerRaw>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteRaw>>,
+    /// Workflow files (YAML), relative to the directory of the file naming them.
+    #[serde(default)]
+    pub workflows: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -190,6 +193,8 @@ pub struct Merged {
     pub drivers: BTreeMap<String, Located<DriverRaw>>,
     pub sinks: BTreeMap<String, Located<SinkRaw>>,
     pub routes: Vec<Located<RouteRaw>>,
+    /// Accumulate across files, like routes.
+    pub workflows: Vec<Located<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -297,6 +302,8 @@ impl Merged {
         }
         self.routes
             .extend(top.routes.into_iter().map(|r| located(file, r)));
+        self.workflows
+            .extend(top.workflows.into_iter().map(|w| located(file, w)));
     }
 }
 

@@ -16,6 +16,7 @@ use super::raw::{
     BrokerRaw, ControlMerged, DriverKindRaw, DurabilityRaw, Located, Merged, SinkKindRaw,
 };
 use super::{ConfigError, ConfigSource, SourceFile};
+use crate::functions::{WorkflowFile, WorkflowSpec};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -30,6 +31,10 @@ pub struct Settings {
     pub drivers: BTreeMap<String, DriverSettings>,
     pub sinks: BTreeMap<String, SinkSettings>,
     pub routes: Vec<RouteSettings>,
+    /// Workflow files as named, and what they hold once read ([`super::load_sources`]
+    /// reads them after validation, which stays a pure function of the config text).
+    pub workflow_files: Vec<WorkflowFile>,
+    pub workflows: Vec<WorkflowSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -483,6 +488,19 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         }
         routes.push(route);
     }
+    let workflow_files = m
+        .workflows
+        .into_iter()
+        .map(|w| {
+            let f = &files[w.file];
+            let (line, col) = f.line_col(w.span.start);
+            let base = f.path.parent().unwrap_or(std::path::Path::new(""));
+            WorkflowFile {
+                path: base.join(&w.value),
+                named_at: (f.path.clone(), line, col),
+            }
+        })
+        .collect();
     Ok(Settings {
         source: ConfigSource::Inline,
         gateway,
@@ -493,6 +511,8 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         drivers,
         sinks,
         routes,
+        workflow_files,
+        workflows: Vec::new(),
     })
 }
 

@@ -17,7 +17,7 @@
 //! [`TAIL_BATCHES`]; a listener that falls further behind loses the oldest batches and is
 //! told how many (tail is a live view, not a delivery path).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -26,15 +26,20 @@ use skygate_drivers::{Committed, Envelope, Reading, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{INGEST_BATCH, Route};
-use crate::buffer::{Buffer, BufferError, NewRecord};
+use crate::buffer::{Buffer, BufferError, NewRecord, SeqRange};
+use crate::functions::{Engine, WorkflowsView};
 use crate::model::{BlobPlacement, Record, value_json};
 
 /// Batches a `skygate tail` listener may fall behind before it loses the oldest.
 pub const TAIL_BATCHES: usize = 256;
+/// How often time-bound workflow steps (windows) are told the time.
+const WORKFLOW_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 pub struct IngestCounters {
     pub readings: AtomicU64,
+    /// Records made by workflows.
+    pub derived: AtomicU64,
     pub unrouted: AtomicU64,
     pub unknown_source: AtomicU64,
     /// True while the ingest task runs (it ends when every driver has stopped).
@@ -118,6 +123,8 @@ pub struct IngestView {
     pub live: Arc<LiveValues>,
     /// Each routed batch, as records not yet numbered (seq 0).
     pub tail: broadcast::Sender<Arc<[Record]>>,
+    /// The installed workflows and their counters.
+    pub workflows: WorkflowsView,
 }
 
 impl Default for IngestView {
@@ -126,22 +133,105 @@ impl Default for IngestView {
             counters: Arc::default(),
             live: Arc::default(),
             tail: broadcast::channel(TAIL_BATCHES).0,
+            workflows: WorkflowsView::default(),
         }
     }
+}
+
+/// What ingest routes by: per source, its stream, priority and sinks; and the workflows.
+#[derive(Debug, Default)]
+pub(crate) struct Routing {
+    pub routes: HashMap<String, Route>,
+    pub engine: Option<Engine>,
 }
 
 /// Orders for the ingest task.
 #[derive(Debug)]
 pub(crate) enum IngestCmd {
-    /// Replace the routing table; answered once installed.
-    SetRoutes(HashMap<String, Route>, oneshot::Sender<()>),
+    /// Replace the routing table and the workflows; answered once installed.
+    SetRoutes(Routing, oneshot::Sender<()>),
+}
+
+type SeqReply = oneshot::Receiver<Result<SeqRange, BufferError>>;
+
+/// The seqs of ingest's appends, as the writer commits them: workflows name inputs of
+/// earlier batches by seq.
+#[derive(Default)]
+struct Numbering {
+    next_batch: u64,
+    waiting: VecDeque<(u64, SeqReply)>,
+}
+
+impl Numbering {
+    fn next(&mut self) -> u64 {
+        self.next_batch += 1;
+        self.next_batch
+    }
+
+    /// Hands the engine every number that has arrived, and waits for the ones the
+    /// outputs of batch `no` need (only when they refer to an append not committed yet).
+    async fn settle(&mut self, engine: &mut Engine, no: u64) {
+        while let Some((b, rx)) = self.waiting.front_mut() {
+            match rx.try_recv() {
+                Ok(Ok(r)) => engine.numbered(*b, r.first),
+                Err(oneshot::error::TryRecvError::Empty) => break,
+                // Failed or abandoned: those records were not committed; nothing to name.
+                _ => {}
+            }
+            self.waiting.pop_front();
+        }
+        while let Some(need) = engine.needs(no) {
+            let Some((b, rx)) = self.waiting.pop_front() else {
+                break;
+            };
+            if let Ok(Ok(r)) = rx.await {
+                engine.numbered(b, r.first);
+            }
+            if b >= need && engine.needs(no).is_none() {
+                break;
+            }
+        }
+    }
+}
+
+/// Stamps lineage and appends one batch (ingest batch number `no`).
+async fn append(
+    buffer: &Buffer,
+    engine: Option<&mut Engine>,
+    numbering: &mut Numbering,
+    mut batch: Vec<NewRecord>,
+    no: u64,
+    durable: bool,
+) -> Result<(), BufferError> {
+    let Some(engine) = engine else {
+        return if batch.is_empty() {
+            Ok(())
+        } else if durable {
+            buffer.append_durable(batch).await.map(|_| ())
+        } else {
+            buffer.append(batch).await
+        };
+    };
+    numbering.settle(engine, no).await;
+    engine.stamp(&mut batch, no);
+    if batch.is_empty() {
+        return Ok(());
+    }
+    if durable {
+        let r = buffer.append_durable(batch).await?;
+        engine.numbered(no, r.first);
+    } else {
+        let rx = buffer.append_numbered(batch).await?;
+        numbering.waiting.push_back((no, rx));
+    }
+    Ok(())
 }
 
 pub(crate) async fn run(
     mut rx: mpsc::Receiver<Envelope>,
     mut cmds: mpsc::Receiver<IngestCmd>,
     buffer: Buffer,
-    mut routes: HashMap<String, Route>,
+    mut routing: Routing,
     view: IngestView,
 ) {
     let counters = &view.counters;
@@ -149,16 +239,49 @@ pub(crate) async fn run(
     let mut buf = Vec::with_capacity(INGEST_BATCH);
     let mut readings = Vec::with_capacity(INGEST_BATCH);
     let mut waiters = Vec::new();
+    let mut numbering = Numbering::default();
+    let mut clock = tokio::time::interval(WORKFLOW_TICK);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let timers = routing.engine.as_ref().is_some_and(Engine::has_timers);
         tokio::select! {
             biased;
             Some(cmd) = cmds.recv() => match cmd {
-                IngestCmd::SetRoutes(new, done) => {
-                    routes = new;
+                IngestCmd::SetRoutes(mut new, done) => {
+                    let old = routing.engine.take();
+                    let mut flushed = Vec::new();
+                    if old.is_some() {
+                        let no = numbering.next();
+                        let mut heir = new.engine.take().unwrap_or_else(|| Engine::empty(view.workflows.clone()));
+                        heir.adopt(old, &mut flushed);
+                        if let Err(e) = append(&buffer, Some(&mut heir), &mut numbering, flushed, no, false).await {
+                            tracing::error!(error = %e, "reload: the retired workflows' last outputs could not be appended");
+                        }
+                        new.engine = (!heir.is_empty()).then_some(heir);
+                    }
+                    routing = new;
                     let _ = done.send(());
                     continue;
                 }
             },
+            _ = clock.tick(), if timers => {
+                let Some(engine) = routing.engine.as_mut() else { continue };
+                let mut batch = Vec::new();
+                engine.tick(Timestamp::now(), &mut batch);
+                if batch.is_empty() {
+                    continue;
+                }
+                let no = numbering.next();
+                counters.derived.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                publish_tail(&view, &batch);
+                if let Err(e) = append(&buffer, Some(engine), &mut numbering, batch, no, false).await {
+                    tracing::error!(error = %e, "workflow outputs could not be appended");
+                    if matches!(e, BufferError::Closed) {
+                        break;
+                    }
+                }
+                continue;
+            }
             n = rx.recv_many(&mut buf, INGEST_BATCH) => if n == 0 { break },
         }
         readings.extend(buf.drain(..).map(|e| {
@@ -170,12 +293,18 @@ pub(crate) async fn run(
         view.live.update(&readings);
         let now = Timestamp::now();
         let mut batch = Vec::with_capacity(readings.len());
+        let routes = &routing.routes;
         for reading in readings.drain(..) {
             let Some(route) = routes.get(&*reading.source) else {
                 counters.unknown_source.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            if route.sinks == 0 {
+            if route.sinks == 0
+                && !routing
+                    .engine
+                    .as_mut()
+                    .is_some_and(|e| e.takes(&route.stream))
+            {
                 counters.unrouted.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -186,26 +315,34 @@ pub(crate) async fn run(
                     priority: route.priority,
                     ingest_ts: now,
                     reading,
+                    lineage: None,
                 },
                 sinks: route.sinks,
             });
         }
+        let inputs = batch.len();
         counters
             .readings
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if view.tail.receiver_count() > 0 && !batch.is_empty() {
-            let records: Arc<[Record]> = batch.iter().map(|n| n.record.clone()).collect();
-            // No receiver left between the check and the send is fine: nobody to tell.
-            let _ = view.tail.send(records);
+            .fetch_add(inputs as u64, Ordering::Relaxed);
+        let no = numbering.next();
+        if let Some(engine) = routing.engine.as_mut() {
+            engine.process(&mut batch, no);
+            counters
+                .derived
+                .fetch_add((batch.len() - inputs) as u64, Ordering::Relaxed);
         }
-        let appended = if batch.is_empty() {
-            Ok(())
-        } else if waiters.is_empty() {
-            buffer.append(batch).await
-        } else {
-            buffer.append_durable(batch).await.map(|_| ())
-        };
-        match appended {
+        publish_tail(&view, &batch);
+        let durable = !waiters.is_empty();
+        match append(
+            &buffer,
+            routing.engine.as_mut(),
+            &mut numbering,
+            batch,
+            no,
+            durable,
+        )
+        .await
+        {
             Ok(()) => {}
             Err(BufferError::Closed) => {
                 // Waiters are dropped unanswered: their drivers learn the agent stopped.
@@ -219,7 +356,9 @@ pub(crate) async fn run(
             }
         }
         for (source, w) in waiters.drain(..) {
-            let routed = routes.get(&*source).is_some_and(|r| r.sinks != 0);
+            let routed = routing.routes.get(&*source).is_some_and(|r| {
+                r.sinks != 0 || routing.engine.as_mut().is_some_and(|e| e.takes(&r.stream))
+            });
             let _ = w.send(if routed {
                 Committed::Stored
             } else {
@@ -229,6 +368,15 @@ pub(crate) async fn run(
     }
     counters.running.store(false, Ordering::Relaxed);
     tracing::debug!("ingest drained");
+}
+
+/// Shows a routed batch to `skygate tail` listeners, if there are any.
+fn publish_tail(view: &IngestView, batch: &[NewRecord]) {
+    if view.tail.receiver_count() > 0 && !batch.is_empty() {
+        let records: Arc<[Record]> = batch.iter().map(|n| n.record.clone()).collect();
+        // No receiver left between the check and the send is fine: nobody to tell.
+        let _ = view.tail.send(records);
+    }
 }
 
 #[cfg(test)]
@@ -293,7 +441,10 @@ mod tests {
                 rx,
                 cmd_rx,
                 buffer.clone(),
-                routes,
+                Routing {
+                    routes,
+                    engine: None,
+                },
                 IngestView::default(),
             ));
             let out = ReadingSender::new(tx);

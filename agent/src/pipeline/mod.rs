@@ -32,10 +32,12 @@ use crate::buffer::{Buffer, BufferError, BufferEvent, BufferGuard, BufferOptions
 use crate::config::{DriverKind, DriverSettings, HEALTH_SOURCE, HealthSettings, Settings};
 use crate::control::audit::{Audit, AuditError, AuditEvent, AuditGuard};
 use crate::control::heartbeat::Heartbeat;
+use crate::functions::{Engine, WorkflowsView};
 use crate::sinks::{self, delivery::SinkHandle};
 use drivers::DriverSet;
 
 pub use drivers::{DRIVER_STOP, DriverInfo, DriverRegistry};
+use ingest::Routing;
 pub use ingest::{IngestCounters, IngestView, LastValue, SourceLive};
 pub use reload::{ReloadError, ReloadReport, ReloadRequest};
 
@@ -228,20 +230,21 @@ pub async fn start_with(
     }
     sink_tasks.close();
 
-    let routes = routes_for(&settings, &buffer);
-    for (name, r) in &routes {
-        if r.sinks == 0 {
-            tracing::warn!(driver = %name, stream = %r.stream, "stream is routed to no sink: its readings are dropped (add a [[routes]] entry)");
+    let view = IngestView::default();
+    let mut routing = routes_for(&settings, &buffer, &view.workflows);
+    for (name, r) in &routing.routes {
+        let taken = routing.engine.as_mut().is_some_and(|e| e.takes(&r.stream));
+        if r.sinks == 0 && !taken {
+            tracing::warn!(driver = %name, stream = %r.stream, "stream is routed to no sink and taken by no workflow: its readings are dropped (add a [[routes]] entry)");
         }
     }
-    let view = IngestView::default();
     let (tx, rx) = mpsc::channel(READING_QUEUE);
     let (ingest_cmd_tx, ingest_cmd_rx) = mpsc::channel(4);
     let ingest = tokio::spawn(ingest::run(
         rx,
         ingest_cmd_rx,
         buffer.clone(),
-        routes,
+        routing,
         view.clone(),
     ));
 
@@ -266,6 +269,7 @@ pub async fn start_with(
         factory,
         ingest: ingest_cmd_tx,
         audit: audit.clone(),
+        workflows: view.workflows.clone(),
     };
     manager.start_all();
     let (reload_tx, reload_rx) = mpsc::channel(4);
@@ -358,8 +362,28 @@ pub(crate) fn dead_letter_mask(
     })
 }
 
-/// Routes per driver (and the heartbeat), as ingest uses them.
-pub(crate) fn routes_for(settings: &Settings, buffer: &Buffer) -> HashMap<String, Route> {
+/// Routes per driver (and the heartbeat), and the workflows, as ingest uses them.
+pub(crate) fn routes_for(settings: &Settings, buffer: &Buffer, view: &WorkflowsView) -> Routing {
+    let engine = Engine::build(
+        &settings.workflows,
+        |w| {
+            // Its own sinks, and wherever the config routes its output stream.
+            buffer.mask_for(
+                w.sinks
+                    .iter()
+                    .map(|(s, _)| s.as_str())
+                    .chain(settings.sinks_for_stream(&w.output_stream)),
+            )
+        },
+        view.clone(),
+    );
+    Routing {
+        routes: driver_routes(settings, buffer),
+        engine,
+    }
+}
+
+fn driver_routes(settings: &Settings, buffer: &Buffer) -> HashMap<String, Route> {
     let heartbeat = settings.health.enabled.then_some((
         HEALTH_SOURCE,
         settings.health.stream.as_str(),

@@ -23,6 +23,7 @@ use super::ingest::IngestCmd;
 use super::{DriverFactory, dead_letter_mask, routes_for};
 use crate::config::{ConfigError, DriverSettings, HEALTH_SOURCE, Settings};
 use crate::control::audit::{Audit, AuditEvent};
+use crate::functions::WorkflowsView;
 
 /// Longest wait for ingest to take the queued readings of stopped drivers.
 const QUEUE_DRAIN: Duration = Duration::from_secs(5);
@@ -43,6 +44,7 @@ pub struct ReloadReport {
     pub drivers_stopped: Vec<String>,
     pub drivers_restarted: Vec<String>,
     pub routes_changed: bool,
+    pub workflows_changed: bool,
     pub health_changed: bool,
     /// Sections that changed but apply only at the next start.
     pub restart_required: Vec<String>,
@@ -58,11 +60,16 @@ impl ReloadReport {
             }
         };
         format!(
-            "started {}; stopped {}; restarted {}; routes {}; heartbeat {}; restart required: {}",
+            "started {}; stopped {}; restarted {}; routes {}; workflows {}; heartbeat {}; restart required: {}",
             list(&self.drivers_started),
             list(&self.drivers_stopped),
             list(&self.drivers_restarted),
             if self.routes_changed {
+                "changed"
+            } else {
+                "same"
+            },
+            if self.workflows_changed {
                 "changed"
             } else {
                 "same"
@@ -93,6 +100,7 @@ pub(super) struct Manager {
     pub factory: DriverFactory,
     pub ingest: mpsc::Sender<IngestCmd>,
     pub audit: Audit,
+    pub workflows: WorkflowsView,
 }
 
 fn start_driver(set: &mut DriverSet, factory: &DriverFactory, d: &DriverSettings) {
@@ -226,6 +234,7 @@ impl Manager {
             .map(|n| n.to_string())
             .collect();
         report.routes_changed = old.routes != new.routes;
+        report.workflows_changed = old.workflows != new.workflows;
         report.health_changed = old.health != new.health;
 
         let mut to_stop: Vec<String> = report
@@ -251,7 +260,7 @@ impl Manager {
                 "reload: ingest did not take the queue within {QUEUE_DRAIN:?}; routing anyway"
             );
         }
-        let routes = routes_for(&next, &self.factory.buffer);
+        let routing = routes_for(&next, &self.factory.buffer, &self.workflows);
         for (name, h) in &self.factory.sinks {
             let mask = dead_letter_mask(&next, &self.factory.buffer, name, h.id);
             h.dead_letter
@@ -261,7 +270,7 @@ impl Manager {
         let (done, installed) = oneshot::channel();
         if self
             .ingest
-            .send(IngestCmd::SetRoutes(routes, done))
+            .send(IngestCmd::SetRoutes(routing, done))
             .await
             .is_ok()
         {

@@ -90,6 +90,7 @@ fn record(i: u64) -> Record {
             unit: Some(Arc::from("degC")),
             quality: Quality::Good,
         },
+        lineage: None,
     }
 }
 

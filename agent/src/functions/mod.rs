@@ -1,0 +1,69 @@
+//! Local functions: workflows defined in YAML, chaining built-in functions, run on the
+//! data path between ingest and the buffer's writer.
+//!
+//! - [`spec`]: workflow files, parsed and validated with `FILE:LINE:COL` errors.
+//! - [`builtins`]: the functions (scale, convert, rename, tag, filter, derive, deadband,
+//!   alarm, window, downsample).
+//! - [`engine`]: the running set, owned by the ingest task; lineage; reload hand-over.
+//!
+//! Invariants:
+//! - A workflow never replaces data: its inputs are appended as they came (stored if their
+//!   own stream is routed anywhere, numbered in any case) and its outputs are new records
+//!   on the workflow's output stream, in the same append, so both commit together.
+//! - Every output names its inputs (`Record::lineage`).
+//! - A step that cannot use a value passes the record on and counts an error; no function
+//!   error drops data.
+//! - Workflows are loaded with the configuration: a reload (SIGHUP, `skygate reload`, or a
+//!   workflow file changing on disk) that does not validate changes nothing.
+
+pub mod builtins;
+pub mod engine;
+pub mod expr;
+pub mod spec;
+pub mod units;
+
+use std::path::{Path, PathBuf};
+
+pub use engine::{Engine, WorkflowStatus, WorkflowsView};
+pub use spec::WorkflowSpec;
+
+use crate::config::ConfigError;
+
+/// A workflow file as the configuration names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowFile {
+    /// Resolved against the directory of the config file that names it.
+    pub path: PathBuf,
+    /// Where the config names it, for errors reading it.
+    pub named_at: (PathBuf, usize, usize),
+}
+
+/// Reads and validates the named workflow files, then checks them as a set against the
+/// configured sinks. `read` reads a file (the embedded demo reads from the binary).
+pub fn load<'a>(
+    files: &[WorkflowFile],
+    sinks: impl IntoIterator<Item = &'a str> + Clone,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Vec<WorkflowSpec>, ConfigError> {
+    let mut specs = Vec::with_capacity(files.len());
+    for f in files {
+        let text = read(&f.path).map_err(|e| ConfigError {
+            file: f.named_at.0.clone(),
+            line: f.named_at.1,
+            column: f.named_at.2,
+            message: format!("cannot read workflow file {}: {e}", f.path.display()),
+        })?;
+        specs.push(spec::parse(&f.path, &text)?);
+    }
+    if specs.len() > engine::MAX_WORKFLOWS {
+        let f = &files[engine::MAX_WORKFLOWS];
+        return Err(ConfigError {
+            file: f.named_at.0.clone(),
+            line: f.named_at.1,
+            column: f.named_at.2,
+            message: format!("at most {} workflows", engine::MAX_WORKFLOWS),
+        });
+    }
+    spec::check_set(&specs, sinks)?;
+    Ok(specs)
+}
