@@ -16,14 +16,16 @@ fn main() -> ExitCode {
     skygate_agent::util::tls::install_default_provider();
     let cli = Cli::parse();
     match cli.command {
+        Command::Workflow { command } => ExitCode::from(cli::run_workflow(command) as u8),
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(s) => {
                 println!(
-                    "{}: ok ({} drivers, {} sinks, {} routes)",
+                    "{}: ok ({} drivers, {} sinks, {} routes, {} workflows)",
                     file.display(),
                     s.drivers.len(),
                     s.sinks.len(),
-                    s.routes.len()
+                    s.routes.len(),
+                    s.workflows.len()
                 );
                 ExitCode::SUCCESS
             }
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         cmd @ (Command::Status { .. }
         | Command::Sinks { .. }
         | Command::Drivers { .. }
+        | Command::Workflows { .. }
         | Command::Tail { .. }
         | Command::Errors { .. }
         | Command::Reload { .. }

@@ -465,6 +465,51 @@ fn seqs_are_never_reused_even_after_everything_was_delivered_and_deleted() {
 }
 
 #[test]
+fn a_record_routed_nowhere_is_numbered_not_stored_and_a_lineage_names_it() {
+    let d = tempfile::tempdir().expect("tmp");
+    rt().block_on(async {
+        let (b, g) = open(d.path(), 1 << 30);
+        let mut input = new_record(&b, "s0", 5, 1);
+        input.sinks = 0;
+        let mut derived = new_record(&b, "s0", 5, 2);
+        derived.record.lineage = Some(crate::model::Lineage {
+            workflow: Arc::from("wf"),
+            first: crate::model::SeqRef::Back(1),
+            last: crate::model::SeqRef::Back(1),
+            count: 1,
+        });
+        let r = b
+            .append_durable(vec![new_record(&b, "s0", 5, 0), input, derived])
+            .await
+            .expect("append");
+        assert_eq!((r.first, r.last), (1, 3), "all three numbered");
+        let stored = pending(&b, "a").await;
+        let seqs: Vec<u64> = stored.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 3], "the unrouted input takes seq 2 without a row");
+        let l = stored[1].lineage.as_ref().expect("lineage");
+        assert_eq!(
+            (l.first, l.last),
+            (crate::model::SeqRef::Seq(2), crate::model::SeqRef::Seq(2))
+        );
+        assert_eq!(BufferMetrics::get(&b.metrics().records_stored), 2);
+        g.close().await;
+        let report = ops::fsck(d.path()).expect("fsck");
+        assert!(
+            report.ok && report.problems.is_empty(),
+            "{:?}",
+            report.problems
+        );
+        let (b, g) = open(d.path(), 1 << 30);
+        let r = b
+            .append_durable(vec![new_record(&b, "s0", 5, 0)])
+            .await
+            .expect("append");
+        assert_eq!(r.first, 4, "numbering resumes after the unstored seq");
+        g.close().await;
+    });
+}
+
+#[test]
 fn a_record_routed_to_two_sinks_stays_until_both_acknowledge_it() {
     let d = tempfile::tempdir().expect("tmp");
     rt().block_on(async {

@@ -61,6 +61,16 @@ pub fn run(cmd: Command) -> Result<i32, CliError> {
             }
             Ok(0)
         }
+        Command::Workflows { api, json } => {
+            let body = get(&endpoint(&api)?, "/v1/workflows")?;
+            let v: Value = serde_json::from_slice(&body)?;
+            if json {
+                print_json(&mut out, &v)?;
+            } else {
+                print_workflows(&mut out, &v)?;
+            }
+            Ok(0)
+        }
         Command::Errors { api, json } => {
             let body = get(&endpoint(&api)?, "/v1/errors")?;
             let reply: ErrorsReply = serde_json::from_slice(&body)?;
@@ -288,6 +298,37 @@ pub(crate) fn value_text(v: &Value) -> String {
         Some(u) => format!("{value} {u}"),
         None => value,
     }
+}
+
+fn print_workflows(out: &mut impl Write, list: &Value) -> Result<(), CliError> {
+    writeln!(
+        out,
+        "{:<16} {:<20} {:<20} {:>10} {:>10} {:>7}  STEPS",
+        "WORKFLOW", "INPUT", "OUTPUT", "IN", "OUT", "ERRORS"
+    )?;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let join = |v: &Value| {
+        v.as_array()
+            .map(|a| a.iter().map(text).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    };
+    for w in list.as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{:<16} {:<20} {:<20} {:>10} {:>10} {:>7}  {}",
+            text(&w["name"]),
+            join(&w["input"]),
+            text(&w["output_stream"]),
+            w["records_in"].as_u64().unwrap_or(0),
+            w["records_out"].as_u64().unwrap_or(0),
+            w["errors"].as_u64().unwrap_or(0),
+            join(&w["steps"]).replace(',', " -> "),
+        )?;
+        if let Some(e) = w["last_error"].as_str() {
+            writeln!(out, "    last error: {e}")?;
+        }
+    }
+    Ok(())
 }
 
 fn print_drivers(out: &mut impl Write, drivers: &[DriverReply]) -> Result<(), CliError> {

@@ -7,6 +7,7 @@
 mod buffer_cmd;
 mod control_cmd;
 mod probe_cmd;
+mod workflow_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ pub use buffer_cmd::run as run_buffer;
 pub use control_cmd::run as run_control;
 pub(crate) use control_cmd::value_text;
 pub use probe_cmd::run as run_probe;
+pub use workflow_cmd::run as run_workflow;
 
 /// Default data directory when neither `--data-dir` nor the config names one.
 pub const DEFAULT_DATA_DIR: &str = "./skygate-data";
@@ -77,6 +79,18 @@ pub enum Command {
         api: ApiArgs,
         #[arg(long)]
         json: bool,
+    },
+    /// Workflows of the running agent: inputs, steps, output, records in and out, errors.
+    Workflows {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with workflow files without an agent.
+    Workflow {
+        #[command(subcommand)]
+        command: WorkflowCommand,
     },
     /// Live readings as they are ingested (Ctrl-C to stop).
     Tail {
@@ -145,6 +159,18 @@ pub enum Command {
     Buffer {
         #[command(subcommand)]
         command: BufferCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Validate a workflow file: functions, parameters, expressions, units. With
+    /// --config, also its sinks and cycles with the config's other workflows. Exit 0 when
+    /// valid, 78 when not, with FILE:LINE:COL: message on stderr.
+    Check {
+        file: PathBuf,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 

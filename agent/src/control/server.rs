@@ -253,6 +253,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/buffer", get(buffer_stats))
         .route("/v1/audit", get(audit_list))
         .route("/v1/drivers", get(views::drivers))
+        .route("/v1/workflows", get(views::workflows))
         .route("/v1/errors", get(views::errors))
         .route("/v1/tail", get(views::tail))
         .route("/v1/reload", post(reload))

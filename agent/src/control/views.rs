@@ -36,6 +36,13 @@ pub struct DriverReply {
     pub channels: serde_json::Value,
 }
 
+/// `GET /v1/workflows`: the installed workflows and their counters.
+pub(super) async fn workflows(
+    State(s): State<ControlState>,
+) -> Json<Vec<crate::functions::WorkflowStatus>> {
+    Json(s.ingest.workflows.status())
+}
+
 pub(super) async fn drivers(State(s): State<ControlState>) -> Json<Vec<DriverReply>> {
     let out = s
         .drivers

@@ -366,6 +366,17 @@ pub(crate) async fn run(
             });
         }
     }
+    // Every driver has stopped: what workflows hold (open windows) comes out, marked as
+    // cut short, rather than vanish with the process.
+    if let Some(old) = routing.engine.take() {
+        let mut heir = Engine::empty(view.workflows.clone());
+        let mut flushed = Vec::new();
+        heir.adopt(Some(old), &mut flushed);
+        let no = numbering.next();
+        if let Err(e) = append(&buffer, Some(&mut heir), &mut numbering, flushed, no, false).await {
+            tracing::warn!(error = %e, "open workflow windows could not be kept at shutdown");
+        }
+    }
     counters.running.store(false, Ordering::Relaxed);
     tracing::debug!("ingest drained");
 }

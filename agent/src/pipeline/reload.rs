@@ -1,15 +1,16 @@
 //! The manager task: owns the running drivers, applies configuration reloads, and stops
 //! the drivers when the agent stops.
 //!
-//! A reload (SIGHUP, `skygate reload`, the TUI) reads the configuration again from where it
-//! came from. A configuration that does not validate changes nothing. Otherwise what can
-//! change live is applied — drivers added, removed or changed, routes, the heartbeat — and
-//! what cannot (gateway, buffer, sinks, control) is reported as needing a restart and
-//! keeps running as before.
+//! A reload (SIGHUP, `skygate reload`, the TUI, a workflow file changing on disk) reads
+//! the configuration again from where it came from. A configuration that does not
+//! validate changes nothing. Otherwise what can change live is applied — drivers added,
+//! removed or changed, routes, workflows, the heartbeat — and what cannot (gateway,
+//! buffer, sinks, control) is reported as needing a restart and keeps running as before.
 //!
 //! Order, so no reading is lost or misrouted: stop removed and changed drivers (each
 //! returns after its last send); wait until ingest has taken the queue; install the new
-//! routes (ingest swaps them between batches); start new and changed drivers.
+//! routes and workflows (ingest swaps them between batches: each reading goes through the
+//! old workflows or the new, never both or neither); start new and changed drivers.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -21,12 +22,14 @@ use tokio_util::sync::CancellationToken;
 use super::drivers::DriverSet;
 use super::ingest::IngestCmd;
 use super::{DriverFactory, dead_letter_mask, routes_for};
-use crate::config::{ConfigError, DriverSettings, HEALTH_SOURCE, Settings};
+use crate::config::{ConfigError, ConfigSource, DriverSettings, HEALTH_SOURCE, Settings};
 use crate::control::audit::{Audit, AuditEvent};
 use crate::functions::WorkflowsView;
 
 /// Longest wait for ingest to take the queued readings of stopped drivers.
 const QUEUE_DRAIN: Duration = Duration::from_secs(5);
+/// How often workflow files are checked for changes.
+const WORKFLOW_WATCH: Duration = Duration::from_secs(1);
 
 /// Who asked for a reload, and where the answer goes.
 #[derive(Debug)]
@@ -135,12 +138,16 @@ impl Manager {
         }
     }
 
-    /// Serves reloads until `stop`, then stops every driver (waiting for each).
+    /// Serves reloads until `stop`, then stops every driver (waiting for each). A
+    /// workflow file that changes on disk reloads the configuration like SIGHUP.
     pub async fn run(
         mut self,
         mut requests: mpsc::Receiver<ReloadRequest>,
         stop: CancellationToken,
     ) {
+        let mut watch = tokio::time::interval(WORKFLOW_WATCH);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = self.workflow_stamps().await;
         loop {
             tokio::select! {
                 biased;
@@ -149,6 +156,22 @@ impl Manager {
                     let result = self.reload(&req).await;
                     if let Some(reply) = req.reply {
                         let _ = reply.send(result);
+                    }
+                    seen = self.workflow_stamps().await;
+                }
+                _ = watch.tick(), if self.watches_files() => {
+                    let now = self.workflow_stamps().await;
+                    if now != seen {
+                        // Taken before reading, whatever the outcome: a bad file is
+                        // reported once, not every second until it is fixed, and a change
+                        // made while this reload reads is seen on the next tick.
+                        seen = now;
+                        let req = ReloadRequest {
+                            actor: "agent".into(),
+                            origin: "workflow file changed".into(),
+                            reply: None,
+                        };
+                        let _ = self.reload(&req).await;
                     }
                 }
             }
@@ -162,6 +185,25 @@ impl Manager {
         }
         tracing::info!("stopping: drivers first");
         self.set.stop_all().await;
+    }
+
+    fn watches_files(&self) -> bool {
+        matches!(self.current.source, ConfigSource::File(_))
+            && !self.current.workflow_files.is_empty()
+    }
+
+    /// What the workflow files on disk look like (modification time and size; `None` for
+    /// one that cannot be read, so a file that disappears counts as a change too).
+    async fn workflow_stamps(&self) -> Vec<Option<(std::time::SystemTime, u64)>> {
+        if !self.watches_files() {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(self.current.workflow_files.len());
+        for f in &self.current.workflow_files {
+            let m = tokio::fs::metadata(&f.path).await.ok();
+            out.push(m.and_then(|m| Some((m.modified().ok()?, m.len()))));
+        }
+        out
     }
 
     async fn reload(&mut self, req: &ReloadRequest) -> Result<ReloadReport, ReloadError> {
