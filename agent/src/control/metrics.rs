@@ -265,6 +265,32 @@ pub(super) async fn render(s: &ControlState) -> String {
             .map(|r| (sink_label(&r.name), r.status.gaps_delivered)),
     );
 
+    let flows = s.ingest.workflows.status();
+    let flow_label =
+        |w: &crate::functions::WorkflowStatus| vec![("workflow".into(), w.name.clone())];
+    for (name, help, pick) in [
+        (
+            "workflow_input_records",
+            "Records a workflow took",
+            (|w: &crate::functions::WorkflowStatus| w.records_in) as fn(&_) -> u64,
+        ),
+        ("workflow_output_records", "Records a workflow made", |w| {
+            w.records_out
+        }),
+        (
+            "workflow_errors",
+            "Values a workflow step could not use (passed on unchanged)",
+            |w| w.errors,
+        ),
+    ] {
+        labelled_counter(
+            &mut reg,
+            name,
+            help,
+            flows.iter().map(|w| (flow_label(w), pick(w))),
+        );
+    }
+
     let drivers: Vec<_> = s
         .drivers
         .list()
