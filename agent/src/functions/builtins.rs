@@ -72,10 +72,13 @@ pub struct Item {
 pub struct StepErrors {
     pub count: u64,
     pub last: Option<String>,
+    /// Records a step gave up on (a failed WASM call): already moved to their dead-letter
+    /// stream and marked bad; they skip the rest of the chain.
+    pub dead: Vec<Item>,
 }
 
 impl StepErrors {
-    fn add(&mut self, why: impl FnOnce() -> String) {
+    pub fn add(&mut self, why: impl FnOnce() -> String) {
         self.count += 1;
         // The reason of the first error of a run is kept; formatting every one would cost
         // more than the step on a stream that is wrong throughout.
@@ -113,9 +116,42 @@ fn number(v: &Value) -> Option<f64> {
     }
 }
 
+/// What building steps needs besides their spec: the WASM runtime, started on first
+/// use (an agent without WASM steps runs no epoch ticker) and shared by every reload.
+#[derive(Debug, Clone, Default)]
+pub struct BuildCx {
+    /// Where compiled modules are cached; none: compile at every start.
+    pub wasm_cache: Option<std::path::PathBuf>,
+    #[cfg(feature = "wasm")]
+    wasm: Arc<std::sync::OnceLock<Result<Arc<super::wasm::WasmRuntime>, String>>>,
+}
+
+impl BuildCx {
+    pub fn new(wasm_cache: Option<std::path::PathBuf>) -> Self {
+        Self {
+            wasm_cache,
+            ..Self::default()
+        }
+    }
+
+    #[cfg(feature = "wasm")]
+    pub fn wasm(&self) -> Result<Arc<super::wasm::WasmRuntime>, String> {
+        self.wasm
+            .get_or_init(|| super::wasm::WasmRuntime::new(self.wasm_cache.clone()))
+            .clone()
+    }
+}
+
 /// Builds the step a spec describes.
-pub fn build(spec: &StepSpec) -> Box<dyn Step> {
+pub fn build(spec: &StepSpec, cx: &BuildCx) -> Box<dyn Step> {
     match spec.clone() {
+        StepSpec::Wasm {
+            module,
+            channels,
+            limits,
+            dead_letter_stream,
+            ..
+        } => wasm_step(&module, channels, limits, &dead_letter_stream, cx),
         StepSpec::Scale {
             channels,
             factor,
@@ -214,6 +250,75 @@ pub fn build(spec: &StepSpec) -> Box<dyn Step> {
             every: every.as_nanos() as i64,
             last: HashMap::new(),
         }),
+    }
+}
+
+/// A WASM step; if its module cannot be compiled now (changed since it was checked, no
+/// runtime), a step that dead-letters every batch with the reason, so nothing it was
+/// meant to see is lost silently.
+fn wasm_step(
+    module: &std::path::Path,
+    channels: Selector,
+    limits: super::spec::WasmLimits,
+    dead: &str,
+    cx: &BuildCx,
+) -> Box<dyn Step> {
+    let label = module
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    #[cfg(feature = "wasm")]
+    {
+        let loaded = cx.wasm().and_then(|rt| {
+                let bytes = std::fs::read(module)
+                    .map_err(|e| format!("cannot read {}: {e}", module.display()))?;
+                let loaded = rt.load(&bytes)?;
+                tracing::info!(module = %module.display(), sha256 = %loaded.sha256, from_cache = loaded.from_cache, "wasm function loaded");
+                Ok((rt, loaded))
+            });
+        match loaded {
+            Ok((rt, loaded)) => Box::new(super::wasm::WasmStep::new(
+                rt, loaded, &label, channels, limits, dead,
+            )),
+            Err(e) => Box::new(Broken {
+                why: format!("wasm function {label}: {e}"),
+                channels,
+                dead: Arc::from(dead),
+            }),
+        }
+    }
+    #[cfg(not(feature = "wasm"))]
+    {
+        let _ = (limits, cx);
+        Box::new(Broken {
+            why: format!("wasm function {label}: this build has no WASM runtime"),
+            channels,
+            dead: Arc::from(dead),
+        })
+    }
+}
+
+/// A step that could not be built: what it would have taken goes to dead letters.
+struct Broken {
+    why: String,
+    channels: Selector,
+    dead: Arc<str>,
+}
+
+impl Step for Broken {
+    fn run(&mut self, input: &mut Vec<Item>, out: &mut Vec<Item>, errors: &mut StepErrors) {
+        for mut it in input.drain(..) {
+            if !self.channels.matches(&it.rec.reading.channel) {
+                out.push(it);
+                continue;
+            }
+            it.rec.stream = self.dead.clone();
+            it.rec.reading.quality = Quality::Bad(self.why.clone());
+            errors.dead.push(it);
+        }
+        if !errors.dead.is_empty() {
+            errors.add(|| self.why.clone());
+        }
     }
 }
 

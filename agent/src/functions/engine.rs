@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use skygate_drivers::Timestamp;
 
-use super::builtins::{self, Item, Ref, Span, Step, StepErrors};
-use super::spec::{WorkflowSpec, feeding_order};
+use super::builtins::{self, BuildCx, Item, Ref, Span, Step, StepErrors};
+use super::spec::{StepSpec, WorkflowSpec, feeding_order};
 use crate::buffer::NewRecord;
 use crate::model::{Lineage, SeqRef};
 
@@ -43,6 +43,8 @@ pub struct WorkflowStats {
     pub records_in: AtomicU64,
     pub records_out: AtomicU64,
     pub errors: AtomicU64,
+    /// Records a failed step (a WASM call) sent to dead letters.
+    pub dead_lettered: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -58,6 +60,7 @@ pub struct WorkflowStatus {
     pub records_in: u64,
     pub records_out: u64,
     pub errors: u64,
+    pub dead_lettered: u64,
     pub last_error: Option<String>,
 }
 
@@ -79,6 +82,7 @@ impl WorkflowsView {
                 records_in: st.records_in.load(Ordering::Relaxed),
                 records_out: st.records_out.load(Ordering::Relaxed),
                 errors: st.errors.load(Ordering::Relaxed),
+                dead_lettered: st.dead_lettered.load(Ordering::Relaxed),
                 last_error: st
                     .last_error
                     .lock()
@@ -105,8 +109,15 @@ struct Running {
 }
 
 impl Running {
-    /// Runs `items` through steps `from..`, appending the results to `out`.
-    fn run_from(&mut self, from: usize, mut items: Vec<Item>, out: &mut Vec<Item>) {
+    /// Runs `items` through steps `from..`, appending the results to `out` and what a
+    /// step gave up on to `dead`.
+    fn run_from(
+        &mut self,
+        from: usize,
+        mut items: Vec<Item>,
+        out: &mut Vec<Item>,
+        dead: &mut Vec<Item>,
+    ) {
         let mut errors = StepErrors::default();
         let mut next = Vec::with_capacity(items.len());
         for step in &mut self.steps[from..] {
@@ -114,6 +125,12 @@ impl Running {
             std::mem::swap(&mut items, &mut next);
         }
         out.append(&mut items);
+        if !errors.dead.is_empty() {
+            self.stats
+                .dead_lettered
+                .fetch_add(errors.dead.len() as u64, Ordering::Relaxed);
+            dead.append(&mut errors.dead);
+        }
         if errors.count > 0 {
             self.stats.errors.fetch_add(errors.count, Ordering::Relaxed);
             if let Some(e) = errors.last {
@@ -150,6 +167,9 @@ pub struct Engine {
     pending: Vec<Pending>,
     view: WorkflowsView,
     has_timers: bool,
+    has_wasm: bool,
+    /// Sinks of each dead-letter stream WASM steps use (the config's routes for it).
+    dead_sinks: HashMap<Arc<str>, u64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -169,6 +189,8 @@ impl Engine {
     pub fn build(
         specs: &[WorkflowSpec],
         sinks_for: impl Fn(&WorkflowSpec) -> u64,
+        dead_letters_for: impl Fn(&str) -> u64,
+        cx: &BuildCx,
         view: WorkflowsView,
     ) -> Option<Self> {
         if specs.is_empty() {
@@ -184,18 +206,35 @@ impl Engine {
                     spec: Arc::new(spec.clone()),
                     name: Arc::from(spec.name.as_str()),
                     stream: Arc::from(spec.output_stream.as_str()),
-                    steps: spec.steps.iter().map(builtins::build).collect(),
+                    steps: spec.steps.iter().map(|s| builtins::build(s, cx)).collect(),
                     sinks: sinks_for(spec),
                     stats: Arc::default(),
                 }
             })
             .collect();
-        let has_timers = specs
-            .iter()
-            .any(|s| s.steps.iter().any(|st| st.function() == "window"));
+        let has = |f: &str| {
+            specs
+                .iter()
+                .any(|s| s.steps.iter().any(|st| st.function() == f))
+        };
+        let has_timers = has("window");
+        let has_wasm = has("wasm");
+        let mut dead_sinks = HashMap::new();
+        for s in specs.iter().flat_map(|w| &w.steps) {
+            if let StepSpec::Wasm {
+                dead_letter_stream, ..
+            } = s
+            {
+                dead_sinks
+                    .entry(Arc::<str>::from(dead_letter_stream.as_str()))
+                    .or_insert_with(|| dead_letters_for(dead_letter_stream));
+            }
+        }
         let mut engine = Self::empty(view);
         engine.flows = flows;
         engine.has_timers = has_timers;
+        engine.has_wasm = has_wasm;
+        engine.dead_sinks = dead_sinks;
         engine.publish();
         Some(engine)
     }
@@ -210,7 +249,15 @@ impl Engine {
             pending: Vec::new(),
             view,
             has_timers: false,
+            has_wasm: false,
+            dead_sinks: HashMap::new(),
         }
+    }
+
+    /// Whether some step runs a WASM function (calls that may take up to their time
+    /// limit: ingest runs such an engine where blocking is allowed).
+    pub fn has_wasm(&self) -> bool {
+        self.has_wasm
     }
 
     pub fn is_empty(&self) -> bool {
@@ -244,18 +291,17 @@ impl Engine {
             }
         }
         // What the old engine still has to say, by its own routing.
-        let mut flushed = Vec::new();
+        let (mut flushed, mut dead) = (Vec::new(), Vec::new());
         for i in 0..old.flows.len() {
             let w = &mut old.flows[i];
             for s in 0..w.steps.len() {
                 let mut items = Vec::new();
                 w.steps[s].flush(&mut items);
                 if !items.is_empty() {
-                    w.run_from(s + 1, items, &mut flushed);
+                    w.run_from(s + 1, items, &mut flushed, &mut dead);
                 }
             }
-            old.emit(i, &mut flushed, out);
-            flushed.clear();
+            old.emit(i, &mut flushed, &mut dead, out);
         }
         // References into batches the old engine learnt numbers for stay resolvable.
         self.pending.append(&mut old.pending);
@@ -309,51 +355,64 @@ impl Engine {
             w.stats
                 .records_in
                 .fetch_add(items.len() as u64, Ordering::Relaxed);
-            let mut out = Vec::with_capacity(items.len());
-            w.run_from(0, items, &mut out);
-            self.emit(i, &mut out, batch);
+            let (mut out, mut dead) = (Vec::with_capacity(items.len()), Vec::new());
+            w.run_from(0, items, &mut out, &mut dead);
+            self.emit(i, &mut out, &mut dead, batch);
         }
     }
 
     /// Time passes: windows whose time is up close. Their outputs go into `batch`.
     pub fn tick(&mut self, now: Timestamp, batch: &mut Vec<NewRecord>) {
         for i in 0..self.flows.len() {
-            let mut out = Vec::new();
+            let (mut out, mut dead) = (Vec::new(), Vec::new());
             let w = &mut self.flows[i];
             for s in 0..w.steps.len() {
                 let mut items = Vec::new();
                 w.steps[s].tick(now, &mut items);
                 if !items.is_empty() {
-                    w.run_from(s + 1, items, &mut out);
+                    w.run_from(s + 1, items, &mut out, &mut dead);
                 }
             }
-            if !out.is_empty() {
-                self.emit(i, &mut out, batch);
+            if !out.is_empty() || !dead.is_empty() {
+                self.emit(i, &mut out, &mut dead, batch);
             }
         }
     }
 
-    /// Files workflow `i`'s outputs under its stream and appends them to `batch`.
-    fn emit(&mut self, i: usize, out: &mut Vec<Item>, batch: &mut Vec<NewRecord>) {
+    /// Files workflow `i`'s outputs under its stream and its dead letters under theirs,
+    /// and appends them to `batch`.
+    fn emit(
+        &mut self,
+        i: usize,
+        out: &mut Vec<Item>,
+        dead: &mut Vec<Item>,
+        batch: &mut Vec<NewRecord>,
+    ) {
         let w = &self.flows[i];
         w.stats
             .records_out
             .fetch_add(out.len() as u64, Ordering::Relaxed);
         // Made now, whatever its inputs' ingest time (a window's first reading is older).
         let now = Timestamp::now();
-        for it in out.drain(..) {
+        let outputs = out.drain(..).map(|mut it| {
+            it.rec.stream = w.stream.clone();
+            (it, w.sinks)
+        });
+        // A dead letter goes where the config routes its stream; with no route there, to
+        // the workflow's own sinks rather than nowhere.
+        let dead = dead.drain(..).map(|it| {
+            let routed = self.dead_sinks.get(&it.rec.stream).copied().unwrap_or(0);
+            (it, if routed != 0 { routed } else { w.sinks })
+        });
+        for (it, sinks) in outputs.chain(dead) {
             let mut record = it.rec;
-            record.stream = w.stream.clone();
             record.ingest_ts = now;
             self.pending.push(Pending {
                 idx: batch.len(),
                 workflow: w.name.clone(),
                 from: it.from,
             });
-            batch.push(NewRecord {
-                record,
-                sinks: w.sinks,
-            });
+            batch.push(NewRecord { record, sinks });
         }
     }
 

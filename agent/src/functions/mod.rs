@@ -21,6 +21,8 @@ pub mod engine;
 pub mod expr;
 pub mod spec;
 pub mod units;
+#[cfg(feature = "wasm")]
+pub mod wasm;
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +30,58 @@ pub use engine::{Engine, WorkflowStatus, WorkflowsView};
 pub use spec::WorkflowSpec;
 
 use crate::config::ConfigError;
+
+/// Resolves each WASM step's module against the workflow file's directory, reads it and
+/// checks it (valid WebAssembly with the ABI's exports), recording its SHA-256.
+fn resolve_modules(w: &mut WorkflowSpec) -> Result<(), ConfigError> {
+    let base = w.file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let file = w.file.clone();
+    for step in &mut w.steps {
+        if let spec::StepSpec::Wasm {
+            module,
+            module_at,
+            sha256,
+            ..
+        } = step
+        {
+            let err = |m: String| ConfigError {
+                file: file.clone(),
+                line: module_at.line,
+                column: module_at.column,
+                message: m,
+            };
+            *module = base.join(&*module);
+            let bytes = std::fs::read(&*module)
+                .map_err(|e| err(format!("cannot read wasm module {}: {e}", module.display())))?;
+            #[cfg(feature = "wasm")]
+            {
+                *sha256 = wasm::check_module(&bytes)
+                    .map_err(|e| err(format!("wasm module {}: {e}", module.display())))?;
+            }
+            #[cfg(not(feature = "wasm"))]
+            {
+                let _ = (bytes, sha256);
+                return Err(err(
+                    "this build of skygate has no WASM runtime (cargo feature `wasm`)".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Files a running agent watches for changes: workflow files and their WASM modules.
+pub fn watched_files(files: &[WorkflowFile], specs: &[WorkflowSpec]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    for w in specs {
+        for s in &w.steps {
+            if let spec::StepSpec::Wasm { module, .. } = s {
+                out.push(module.clone());
+            }
+        }
+    }
+    out
+}
 
 /// A workflow file as the configuration names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +107,9 @@ pub fn load<'a>(
             column: f.named_at.2,
             message: format!("cannot read workflow file {}: {e}", f.path.display()),
         })?;
-        specs.push(spec::parse(&f.path, &text)?);
+        let mut w = spec::parse(&f.path, &text)?;
+        resolve_modules(&mut w)?;
+        specs.push(w);
     }
     if specs.len() > engine::MAX_WORKFLOWS {
         let f = &files[engine::MAX_WORKFLOWS];

@@ -172,6 +172,37 @@ pub enum StepSpec {
         channels: Selector,
         every: Duration,
     },
+    Wasm {
+        channels: Selector,
+        /// Resolved against the workflow file's directory.
+        module: PathBuf,
+        module_at: Pos,
+        /// Of the module's bytes when the workflow loaded: a new module is a changed step.
+        sha256: String,
+        limits: WasmLimits,
+        dead_letter_stream: String,
+    },
+}
+
+/// Limits of one WASM call (one batch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WasmLimits {
+    pub timeout: Duration,
+    pub max_memory: u64,
+    pub max_output_bytes: u64,
+    /// Output records allowed per input record (plus 1024 per batch).
+    pub max_output_per_input: u32,
+}
+
+impl Default for WasmLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(200),
+            max_memory: 64 << 20,
+            max_output_bytes: 16 << 20,
+            max_output_per_input: 16,
+        }
+    }
 }
 
 impl StepSpec {
@@ -187,6 +218,7 @@ impl StepSpec {
             Self::Alarm { .. } => "alarm",
             Self::Window { .. } => "window",
             Self::Downsample { .. } => "downsample",
+            Self::Wasm { .. } => "wasm",
         }
     }
 }
@@ -227,6 +259,19 @@ enum StepRaw {
     Alarm(AlarmRaw),
     Window(WindowRaw),
     Downsample(DownsampleRaw),
+    Wasm(WasmRaw),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WasmRaw {
+    channels: Channels,
+    module: Spanned<String>,
+    timeout: Option<Spanned<String>>,
+    max_memory: Option<Spanned<String>>,
+    max_output: Option<Spanned<String>>,
+    max_output_per_input: Option<Spanned<u32>>,
+    dead_letter_stream: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -606,6 +651,54 @@ fn step(raw: StepRaw, here: &Pos) -> Result<StepSpec, StepErr> {
             channels: selector(r.channels),
             every: duration(&r.every, "every")?,
         },
+        StepRaw::Wasm(r) => {
+            let d = WasmLimits::default();
+            let bytes =
+                |v: &Option<Spanned<String>>, default: u64, what: &str| -> Result<u64, StepErr> {
+                    match v {
+                        None => Ok(default),
+                        Some(s) => skygate_drivers::config::ByteSize::parse(&s.value)
+                            .map_err(|e| at(s, format!("{what}: {e}")))
+                            .and_then(|b| {
+                                if b == 0 {
+                                    Err(at(s, format!("{what} must be more than zero")))
+                                } else {
+                                    Ok(b)
+                                }
+                            }),
+                    }
+                };
+            let dead = r
+                .dead_letter_stream
+                .as_ref()
+                .map_or("deadletter".to_string(), |s| s.value.clone());
+            if let Some(s) = &r.dead_letter_stream {
+                validate_name(&s.value).map_err(|e| at(s, format!("dead_letter_stream: {e}")))?;
+            }
+            let limits = WasmLimits {
+                timeout: r
+                    .timeout
+                    .as_ref()
+                    .map(|t| duration(t, "timeout"))
+                    .transpose()?
+                    .unwrap_or(d.timeout),
+                max_memory: bytes(&r.max_memory, d.max_memory, "max_memory")?,
+                max_output_bytes: bytes(&r.max_output, d.max_output_bytes, "max_output")?,
+                max_output_per_input: r
+                    .max_output_per_input
+                    .as_ref()
+                    .map_or(d.max_output_per_input, |v| v.value),
+            };
+            StepSpec::Wasm {
+                channels: selector(r.channels),
+                module: PathBuf::from(&r.module.value),
+                module_at: (&r.module).into(),
+                // Filled in when the module file is read (`functions::load`).
+                sha256: String::new(),
+                limits,
+                dead_letter_stream: dead,
+            }
+        }
     })
 }
 

@@ -326,7 +326,12 @@ pub(crate) async fn run(
             .fetch_add(inputs as u64, Ordering::Relaxed);
         let no = numbering.next();
         if let Some(engine) = routing.engine.as_mut() {
-            engine.process(&mut batch, no);
+            if engine.has_wasm() {
+                // A WASM call may run up to its time limit.
+                crate::util::blocking_here(|| engine.process(&mut batch, no));
+            } else {
+                engine.process(&mut batch, no);
+            }
             counters
                 .derived
                 .fetch_add((batch.len() - inputs) as u64, Ordering::Relaxed);

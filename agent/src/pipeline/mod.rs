@@ -32,6 +32,7 @@ use crate::buffer::{Buffer, BufferError, BufferEvent, BufferGuard, BufferOptions
 use crate::config::{DriverKind, DriverSettings, HEALTH_SOURCE, HealthSettings, Settings};
 use crate::control::audit::{Audit, AuditError, AuditEvent, AuditGuard};
 use crate::control::heartbeat::Heartbeat;
+use crate::functions::builtins::BuildCx;
 use crate::functions::{Engine, WorkflowsView};
 use crate::sinks::{self, delivery::SinkHandle};
 use drivers::DriverSet;
@@ -231,7 +232,9 @@ pub async fn start_with(
     sink_tasks.close();
 
     let view = IngestView::default();
-    let mut routing = routes_for(&settings, &buffer, &view.workflows);
+    let functions = BuildCx::new(Some(data_dir.join("wasm-cache")));
+    let mut routing =
+        crate::util::blocking_here(|| routes_for(&settings, &buffer, &functions, &view.workflows));
     for (name, r) in &routing.routes {
         let taken = routing.engine.as_mut().is_some_and(|e| e.takes(&r.stream));
         if r.sinks == 0 && !taken {
@@ -270,6 +273,7 @@ pub async fn start_with(
         ingest: ingest_cmd_tx,
         audit: audit.clone(),
         workflows: view.workflows.clone(),
+        functions,
     };
     manager.start_all();
     let (reload_tx, reload_rx) = mpsc::channel(4);
@@ -363,7 +367,12 @@ pub(crate) fn dead_letter_mask(
 }
 
 /// Routes per driver (and the heartbeat), and the workflows, as ingest uses them.
-pub(crate) fn routes_for(settings: &Settings, buffer: &Buffer, view: &WorkflowsView) -> Routing {
+pub(crate) fn routes_for(
+    settings: &Settings,
+    buffer: &Buffer,
+    cx: &BuildCx,
+    view: &WorkflowsView,
+) -> Routing {
     let engine = Engine::build(
         &settings.workflows,
         |w| {
@@ -375,6 +384,8 @@ pub(crate) fn routes_for(settings: &Settings, buffer: &Buffer, view: &WorkflowsV
                     .chain(settings.sinks_for_stream(&w.output_stream)),
             )
         },
+        |stream| buffer.mask_for(settings.sinks_for_stream(stream)),
+        cx,
         view.clone(),
     );
     Routing {

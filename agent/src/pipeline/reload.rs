@@ -25,6 +25,7 @@ use super::{DriverFactory, dead_letter_mask, routes_for};
 use crate::config::{ConfigError, ConfigSource, DriverSettings, HEALTH_SOURCE, Settings};
 use crate::control::audit::{Audit, AuditEvent};
 use crate::functions::WorkflowsView;
+use crate::functions::builtins::BuildCx;
 
 /// Longest wait for ingest to take the queued readings of stopped drivers.
 const QUEUE_DRAIN: Duration = Duration::from_secs(5);
@@ -104,6 +105,7 @@ pub(super) struct Manager {
     pub ingest: mpsc::Sender<IngestCmd>,
     pub audit: Audit,
     pub workflows: WorkflowsView,
+    pub functions: BuildCx,
 }
 
 fn start_driver(set: &mut DriverSet, factory: &DriverFactory, d: &DriverSettings) {
@@ -192,15 +194,17 @@ impl Manager {
             && !self.current.workflow_files.is_empty()
     }
 
-    /// What the workflow files on disk look like (modification time and size; `None` for
+    /// What the workflow files and their modules on disk look like (modification time and size; `None` for
     /// one that cannot be read, so a file that disappears counts as a change too).
     async fn workflow_stamps(&self) -> Vec<Option<(std::time::SystemTime, u64)>> {
         if !self.watches_files() {
             return Vec::new();
         }
-        let mut out = Vec::with_capacity(self.current.workflow_files.len());
-        for f in &self.current.workflow_files {
-            let m = tokio::fs::metadata(&f.path).await.ok();
+        let files =
+            crate::functions::watched_files(&self.current.workflow_files, &self.current.workflows);
+        let mut out = Vec::with_capacity(files.len());
+        for f in &files {
+            let m = tokio::fs::metadata(f).await.ok();
             out.push(m.and_then(|m| Some((m.modified().ok()?, m.len()))));
         }
         out
@@ -302,7 +306,15 @@ impl Manager {
                 "reload: ingest did not take the queue within {QUEUE_DRAIN:?}; routing anyway"
             );
         }
-        let routing = routes_for(&next, &self.factory.buffer, &self.workflows);
+        // Compiling WASM modules (or reading them from the cache) blocks.
+        let routing = crate::util::blocking_here(|| {
+            routes_for(
+                &next,
+                &self.factory.buffer,
+                &self.functions,
+                &self.workflows,
+            )
+        });
         for (name, h) in &self.factory.sinks {
             let mask = dead_letter_mask(&next, &self.factory.buffer, name, h.id);
             h.dead_letter

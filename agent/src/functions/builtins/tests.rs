@@ -48,13 +48,17 @@ fn values(out: &[Item]) -> Vec<(String, Value)> {
         .collect()
 }
 
+fn build_step(spec: &StepSpec) -> Box<dyn Step> {
+    build(spec, &BuildCx::default())
+}
+
 fn all() -> Selector {
     Selector::default()
 }
 
 #[test]
 fn scale_calibrates_selected_numbers_and_leaves_the_rest() {
-    let mut s = build(&StepSpec::Scale {
+    let mut s = build_step(&StepSpec::Scale {
         channels: Selector(vec!["t*".into()]),
         factor: 0.5,
         offset: -3.0,
@@ -93,7 +97,7 @@ fn scale_calibrates_selected_numbers_and_leaves_the_rest() {
 
 #[test]
 fn convert_uses_the_records_unit_and_refuses_other_units() {
-    let mut s = build(&StepSpec::Convert {
+    let mut s = build_step(&StepSpec::Convert {
         channels: all(),
         from: Some("m/s".into()),
         to: "km/h".into(),
@@ -113,7 +117,7 @@ fn convert_uses_the_records_unit_and_refuses_other_units() {
 
 #[test]
 fn rename_and_tag_change_names_priority_source_and_unit() {
-    let mut r = build(&StepSpec::Rename {
+    let mut r = build_step(&StepSpec::Rename {
         channel: "t".into(),
         to: "air_temperature".into(),
     });
@@ -123,7 +127,7 @@ fn rename_and_tag_change_names_priority_source_and_unit() {
         &*out[1].rec.reading.channel, "tt",
         "rename is exact, not a glob"
     );
-    let mut t = build(&StepSpec::Tag {
+    let mut t = build_step(&StepSpec::Tag {
         channels: all(),
         unit: Some("K".into()),
         priority: Some(8),
@@ -143,7 +147,7 @@ fn rename_and_tag_change_names_priority_source_and_unit() {
 
 #[test]
 fn filter_keeps_what_the_expression_accepts_and_keeps_what_it_cannot_judge() {
-    let mut f = build(&StepSpec::Filter {
+    let mut f = build_step(&StepSpec::Filter {
         channels: Selector(vec!["temp".into()]),
         expr: "value > -40 && value < 60 && quality == \"good\"".into(),
     });
@@ -173,7 +177,7 @@ fn filter_keeps_what_the_expression_accepts_and_keeps_what_it_cannot_judge() {
 
 #[test]
 fn derive_computes_the_dew_point_from_one_instant_and_names_both_inputs() {
-    let mut d = build(&StepSpec::Derive {
+    let mut d = build_step(&StepSpec::Derive {
         channel: "dew_point".into(),
         expr: "243.12 * (math::ln(rh / 100.0) + 17.62 * t / (243.12 + t)) / (17.62 - (math::ln(rh / 100.0) + 17.62 * t / (243.12 + t)))".into(),
         unit: Some("degC".into()),
@@ -221,7 +225,7 @@ fn derive_computes_the_dew_point_from_one_instant_and_names_both_inputs() {
 
 #[test]
 fn deadband_reports_by_exception_and_after_silence() {
-    let mut d = build(&StepSpec::Deadband {
+    let mut d = build_step(&StepSpec::Deadband {
         channels: all(),
         abs: Some(0.5),
         pct: None,
@@ -245,7 +249,7 @@ fn deadband_reports_by_exception_and_after_silence() {
     // 10.0 first; 10.4 (0.4) no; 10.5 (0.5) yes; 10.2 (0.3) no; 9.9 (0.6) yes;
     // 9.9 at 70 s: 66 s of silence since 4 s, so yes.
     assert_eq!(passed, [0, 2, 4, 5]);
-    let mut p = build(&StepSpec::Deadband {
+    let mut p = build_step(&StepSpec::Deadband {
         channels: all(),
         abs: None,
         pct: Some(10.0),
@@ -270,7 +274,7 @@ fn deadband_reports_by_exception_and_after_silence() {
 
 #[test]
 fn alarm_raises_above_clears_only_below_the_hysteresis_and_raises_priority() {
-    let mut a = build(&StepSpec::Alarm {
+    let mut a = build_step(&StepSpec::Alarm {
         channels: Selector(vec!["wind".into()]),
         above: Some(15.0),
         below: None,
@@ -315,7 +319,7 @@ fn alarm_raises_above_clears_only_below_the_hysteresis_and_raises_priority() {
 
 #[test]
 fn windows_aggregate_tumbling_minutes_at_their_edges() {
-    let mut w = build(&StepSpec::Window {
+    let mut w = build_step(&StepSpec::Window {
         channels: Selector(vec!["wind".into()]),
         every: Duration::from_secs(60),
         stats: vec![
@@ -386,7 +390,7 @@ fn windows_aggregate_tumbling_minutes_at_their_edges() {
 
 #[test]
 fn a_flushed_window_comes_out_marked_as_cut_short() {
-    let mut w = build(&StepSpec::Window {
+    let mut w = build_step(&StepSpec::Window {
         channels: all(),
         every: Duration::from_secs(60),
         stats: vec![Stat::Count],
@@ -406,7 +410,7 @@ fn a_flushed_window_comes_out_marked_as_cut_short() {
 
 #[test]
 fn downsample_keeps_the_first_reading_of_each_interval_per_channel() {
-    let mut d = build(&StepSpec::Downsample {
+    let mut d = build_step(&StepSpec::Downsample {
         channels: all(),
         every: Duration::from_secs(10),
     });

@@ -29,7 +29,14 @@ const MINUTE: &str =
 #[test]
 fn outputs_follow_their_inputs_in_the_same_append_and_name_them_relatively() {
     let view = WorkflowsView::default();
-    let mut e = Engine::build(&[spec("cal", SCALE)], |_| 0b10, view.clone()).expect("engine");
+    let mut e = Engine::build(
+        &[spec("cal", SCALE)],
+        |_| 0b10,
+        |_| 0,
+        &BuildCx::default(),
+        view.clone(),
+    )
+    .expect("engine");
     let mut batch = vec![
         input("wx", "t", 1, 1.0, 0),
         input("gps", "lat", 1, 52.0, 1),
@@ -68,8 +75,14 @@ fn outputs_follow_their_inputs_in_the_same_append_and_name_them_relatively() {
 
 #[test]
 fn a_window_names_inputs_of_earlier_appends_by_seq_once_their_numbers_are_known() {
-    let mut e =
-        Engine::build(&[spec("minute", MINUTE)], |_| 1, WorkflowsView::default()).expect("engine");
+    let mut e = Engine::build(
+        &[spec("minute", MINUTE)],
+        |_| 1,
+        |_| 0,
+        &BuildCx::default(),
+        WorkflowsView::default(),
+    )
+    .expect("engine");
     let mut b1 = vec![input("wx", "t", 0, 1.0, 0), input("wx", "t", 10, 1.0, 0)];
     e.process(&mut b1, 1);
     e.stamp(&mut b1, 1);
@@ -108,7 +121,14 @@ fn chained_workflows_run_in_feeding_order_within_one_append() {
         "input: [wx.cal]\nsteps: [{filter: {expr: \"value > 5\"}}]\noutput: {stream: wx.hot}\n",
     );
     // Given in the wrong order on purpose.
-    let mut e = Engine::build(&[second, first], |_| 1, WorkflowsView::default()).expect("engine");
+    let mut e = Engine::build(
+        &[second, first],
+        |_| 1,
+        |_| 0,
+        &BuildCx::default(),
+        WorkflowsView::default(),
+    )
+    .expect("engine");
     let mut batch = vec![input("wx", "t", 1, 1.0, 0), input("wx", "t", 2, 4.0, 0)];
     e.process(&mut batch, 1);
     e.stamp(&mut batch, 1);
@@ -134,6 +154,8 @@ fn a_reload_keeps_the_state_of_unchanged_workflows_and_flushes_the_others() {
             ),
         ],
         |_| 1,
+        |_| 0,
+        &BuildCx::default(),
         view.clone(),
     )
     .expect("engine");
@@ -142,7 +164,14 @@ fn a_reload_keeps_the_state_of_unchanged_workflows_and_flushes_the_others() {
     old.stamp(&mut b1, 1);
     old.numbered(1, 50);
     // The new set: `minute` unchanged, `five` gone.
-    let mut new = Engine::build(&[spec("minute", MINUTE)], |_| 1, view.clone()).expect("engine");
+    let mut new = Engine::build(
+        &[spec("minute", MINUTE)],
+        |_| 1,
+        |_| 0,
+        &BuildCx::default(),
+        view.clone(),
+    )
+    .expect("engine");
     let mut flushed = Vec::new();
     new.adopt(Some(old), &mut flushed);
     assert_eq!(flushed.len(), 1, "the 5-minute window came out, cut short");
