@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Workflow { command } => ExitCode::from(cli::run_workflow(command) as u8),
+        Command::Fn { command } => ExitCode::from(cli::run_fn(command) as u8),
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(s) => {
                 println!(

@@ -649,6 +649,40 @@ impl Drop for Peer {
     }
 }
 
+/// The example WASM functions (`examples/functions/`), built for wasm32-wasip1 once per
+/// test binary into a target directory of their own (beside the main one, so the nested
+/// cargo never waits on the outer one's lock). Returns the directory holding the `.wasm`.
+pub fn example_functions() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/functions");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .and_then(|t| t.parent().map(|p| p.join("wasm-target")))
+                .unwrap_or_else(|| root.join("target"));
+            let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip1",
+                    "--manifest-path",
+                ])
+                .arg(root.join("Cargo.toml"))
+                .env("CARGO_TARGET_DIR", &target)
+                .output()
+                .expect("cargo");
+            assert!(
+                out.status.success(),
+                "building the example functions: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            target.join("wasm32-wasip1/release")
+        })
+        .clone()
+}
+
 /// The repository's `tests/peers/` directory.
 pub fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")

@@ -6,6 +6,7 @@
 
 mod buffer_cmd;
 mod control_cmd;
+mod fn_cmd;
 mod probe_cmd;
 mod workflow_cmd;
 
@@ -23,6 +24,7 @@ use crate::util::secret::Secret;
 pub use buffer_cmd::run as run_buffer;
 pub use control_cmd::run as run_control;
 pub(crate) use control_cmd::value_text;
+pub use fn_cmd::run as run_fn;
 pub use probe_cmd::run as run_probe;
 pub use workflow_cmd::run as run_workflow;
 
@@ -92,6 +94,11 @@ pub enum Command {
         #[command(subcommand)]
         command: WorkflowCommand,
     },
+    /// Run WASM functions without an agent.
+    Fn {
+        #[command(subcommand)]
+        command: FnCommand,
+    },
     /// Live readings as they are ingested (Ctrl-C to stop).
     Tail {
         /// Stream name or glob (`weather*`); all streams when absent.
@@ -159,6 +166,33 @@ pub enum Command {
     Buffer {
         #[command(subcommand)]
         command: BufferCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FnCommand {
+    /// Run a function module over NDJSON records (schema 1, as `skygate buffer export` or
+    /// `skygate tail --json` write them) from standard input; print what it returns as
+    /// NDJSON, each output's lineage naming the input seqs (line numbers for inputs
+    /// without a seq). The same ABI and limits as a workflow step. Exit 0; 2 when a batch
+    /// failed (reason on stderr; the next batch gets a fresh instance).
+    Run {
+        file: PathBuf,
+        /// Records per call (a function's state carries over between calls).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Time limit per call.
+        #[arg(long, default_value = "200ms")]
+        timeout: humantime::Duration,
+        /// Memory limit (e.g. 64MiB).
+        #[arg(long, default_value = "64MiB")]
+        max_memory: String,
+        /// Output limit per call (e.g. 16MiB).
+        #[arg(long, default_value = "16MiB")]
+        max_output: String,
+        /// Print calls, records and time per record on stderr.
+        #[arg(long)]
+        stats: bool,
     },
 }
 

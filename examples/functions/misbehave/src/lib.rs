@@ -1,6 +1,6 @@
 //! A function that misbehaves on purpose, for the agent's containment tests. The first
 //! reading of a batch picks what it does: 1 loops forever, 2 panics, 3 allocates far more
-//! memory than any limit, 4 emits a thousand records per reading; anything else echoes.
+//! memory than any limit, 4 emits a hundred thousand records per reading; anything else echoes.
 
 use skygate_fn::{Function, Output, Reading};
 
@@ -24,7 +24,7 @@ impl Function for Misbehave {
             }
             4 => {
                 for r in batch {
-                    for _ in 0..1000 {
+                    for _ in 0..100_000 {
                         out.push(Output::from(r));
                     }
                 }
