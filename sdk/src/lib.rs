@@ -43,6 +43,8 @@
 //! - Input records have `first == last ==` their index in the batch. An output names the
 //!   inputs it came from with `first..=last` (indices into the input batch); the agent
 //!   copies source, unit and priority from input `first` and records the lineage.
+//! - An output with an empty channel (`channel_len` 0) keeps the channel of input `first`
+//!   (what most outputs do; it saves writing and checking the name).
 //! - Only numeric and boolean readings are given to functions; the others pass the step
 //!   unchanged. A function's state (filters, history) lives in its memory between calls
 //!   and is lost if the function fails (trap, time or memory limit), when the agent
@@ -134,7 +136,8 @@ pub struct Output {
     pub value: f64,
     pub kind: Kind,
     pub quality: Quality,
-    pub channel: String,
+    /// `None`: the channel of input `first`.
+    pub channel: Option<String>,
     /// Input indices this record came from: `first..=last`.
     pub first: u32,
     pub last: u32,
@@ -148,7 +151,7 @@ impl From<&Reading<'_>> for Output {
             value: r.value,
             kind: r.kind,
             quality: r.quality,
-            channel: r.channel.to_string(),
+            channel: None,
             first: r.index,
             last: r.index,
         }
@@ -171,7 +174,7 @@ impl Output {
     }
 
     pub fn channel(mut self, name: impl Into<String>) -> Self {
-        self.channel = name.into();
+        self.channel = Some(name.into());
         self
     }
 
@@ -337,7 +340,7 @@ pub fn guest_call(
                 last: o.last,
                 kind: o.kind,
                 quality: o.quality,
-                channel: &o.channel,
+                channel: o.channel.as_deref().unwrap_or_default(),
             },
         );
     }

@@ -337,8 +337,19 @@ impl Engine {
         for i in 0..self.flows.len() {
             let bit = 1u64 << i;
             let mut items = Vec::new();
+            // Readings of one stream come in runs: look the stream up once per run.
+            let mut last: Option<(Arc<str>, u64)> = None;
             for (idx, n) in batch.iter().enumerate() {
-                if self.takers(&n.record.stream) & bit != 0 {
+                let s = &n.record.stream;
+                let takers = match &last {
+                    Some((l, m)) if Arc::ptr_eq(l, s) => *m,
+                    _ => {
+                        let m = self.takers(s);
+                        last = Some((s.clone(), m));
+                        m
+                    }
+                };
+                if takers & bit != 0 {
                     items.push(Item {
                         rec: n.record.clone(),
                         from: Span::one(Ref {

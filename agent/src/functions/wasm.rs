@@ -531,24 +531,53 @@ fn wire_quality(q: &Quality) -> abi::Quality {
     }
 }
 
-/// Decodes a function's output batch into items made from `given`.
-fn decode(bytes: &[u8], given: &[Item], label: &str) -> Result<Vec<Item>, String> {
-    let mut out = Vec::new();
+/// Checks a function's output batch whole before anything is built from it: on an error
+/// the inputs are still intact for the dead letters.
+fn check_output(bytes: &[u8], n: usize) -> Result<(), String> {
     abi::read_batch(bytes, |r| {
-        let n = given.len() as u32;
-        if r.first > r.last || r.last >= n {
+        if r.first > r.last || r.last as usize >= n {
             return Err(abi::AbiError(format!(
                 "an output names inputs {}..={} of a batch of {n}",
                 r.first, r.last
             )));
         }
-        crate::config::raw::validate_name(r.channel)
-            .map_err(|e| abi::AbiError(format!("an output's channel: {e}")))?;
-        let (a, b) = (&given[r.first as usize], &given[r.last as usize]);
-        let mut rec = a.rec.clone();
+        if !r.channel.is_empty() {
+            crate::config::raw::validate_name(r.channel)
+                .map_err(|e| abi::AbiError(format!("an output's channel: {e}")))?;
+        }
+        Ok(())
+    })
+    .map(|_| ())
+    .map_err(|e| format!("output batch: {e}"))
+}
+
+/// Builds items from a checked output batch: each input record is moved into its first
+/// output and cloned only for further ones.
+fn decode(bytes: &[u8], given: Vec<Item>, label: &str) -> Vec<Item> {
+    let spans: Vec<Span> = given.iter().map(|i| i.from).collect();
+    let mut given: Vec<Option<Item>> = given.into_iter().map(Some).collect();
+    // An input's own channel, kept when a later output of it changed the record's.
+    let mut channels: Vec<Option<Arc<str>>> = vec![None; given.len()];
+    let mut moved_to: Vec<usize> = vec![usize::MAX; given.len()];
+    let mut out: Vec<Item> = Vec::with_capacity(given.len());
+    // Checked by `check_output`: every index is in range, every name valid.
+    let _ = abi::read_batch(bytes, |r| {
+        let f = r.first as usize;
+        let mut rec = match given[f].take() {
+            Some(it) => it.rec,
+            None => {
+                let mut again = out[moved_to[f]].rec.clone();
+                if let Some(c) = &channels[f] {
+                    again.reading.channel = c.clone();
+                }
+                again
+            }
+        };
+        moved_to[f] = out.len();
         let rd = &mut rec.reading;
-        if *rd.channel != *r.channel {
-            rd.channel = Arc::from(r.channel);
+        if !r.channel.is_empty() && *rd.channel != *r.channel {
+            let own = std::mem::replace(&mut rd.channel, Arc::from(r.channel));
+            channels[f].get_or_insert(own);
         }
         rd.ts = Timestamp(r.ts_ns);
         rd.value = match r.kind {
@@ -561,22 +590,19 @@ fn decode(bytes: &[u8], given: &[Item], label: &str) -> Result<Vec<Item>, String
             abi::Quality::Uncertain => Quality::Uncertain(format!("set by wasm function {label}")),
             abi::Quality::Bad => Quality::Bad(format!("set by wasm function {label}")),
         };
-        let count = given[r.first as usize..=r.last as usize]
-            .iter()
-            .map(|i| i.from.count)
-            .sum();
+        let (a, b) = (spans[f], spans[r.last as usize]);
+        let count = spans[f..=r.last as usize].iter().map(|s| s.count).sum();
         out.push(Item {
             rec,
             from: Span {
-                first: a.from.first.min(b.from.first),
-                last: a.from.last.max(b.from.last),
+                first: a.first.min(b.first),
+                last: a.last.max(b.last),
                 count,
             },
         });
         Ok(())
-    })
-    .map_err(|e| format!("output batch: {e}"))?;
-    Ok(out)
+    });
+    out
 }
 
 impl Step for WasmStep {
@@ -613,9 +639,9 @@ impl Step for WasmStep {
         self.input[4..8].copy_from_slice(&(given.len() as u32).to_le_bytes());
         let result = self
             .call(given.len())
-            .and_then(|bytes| decode(&bytes, &given, &self.label));
+            .and_then(|bytes| check_output(&bytes, given.len()).map(|()| bytes));
         match result {
-            Ok(items) => out.extend(items),
+            Ok(bytes) => out.extend(decode(&bytes, given, &self.label)),
             Err(reason) => {
                 let reason = format!("wasm function {} {reason}", self.label);
                 tracing::warn!(error = %reason, records = given.len(), "batch dead-lettered");

@@ -239,3 +239,45 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn outputs_may_rename_share_an_input_and_keep_its_channel_when_they_name_none() {
+    let given = items(2);
+    let mut b = Vec::new();
+    abi::begin_batch(&mut b, 3);
+    let rec = |first, channel, value| abi::WireRecord {
+        ts_ns: 7,
+        value,
+        first,
+        last: first,
+        kind: abi::Kind::Number,
+        quality: abi::Quality::Good,
+        channel,
+    };
+    for r in [rec(0, "wind_max", 9.0), rec(0, "", 8.0), rec(1, "", 1.5)] {
+        abi::put_record(&mut b, &r);
+    }
+    check_output(&b, 2).expect("valid");
+    let out = decode(&b, given, "t.wasm");
+    let got: Vec<(&str, &Value, Span)> = out
+        .iter()
+        .map(|i| (&*i.rec.reading.channel, &i.rec.reading.value, i.from))
+        .collect();
+    let one = |idx| Span::one(Ref { batch: 1, idx });
+    assert_eq!(
+        got,
+        [
+            ("wind_max", &Value::Number(9.0), one(0)),
+            ("wind", &Value::Number(8.0), one(0)),
+            ("wind", &Value::Number(1.5), one(1)),
+        ]
+    );
+    let mut bad = Vec::new();
+    abi::begin_batch(&mut bad, 1);
+    abi::put_record(&mut bad, &rec(0, "no spaces allowed", 1.0));
+    assert!(
+        check_output(&bad, 2)
+            .unwrap_err()
+            .contains("an output's channel")
+    );
+}
