@@ -66,7 +66,10 @@ pub struct WorkflowStatus {
 
 /// The installed workflows, as observers see them.
 #[derive(Debug, Default, Clone)]
-pub struct WorkflowsView(Arc<Mutex<Vec<(Arc<WorkflowSpec>, Arc<WorkflowStats>)>>>);
+pub struct WorkflowsView(Arc<Mutex<Vec<Installed>>>);
+
+/// A workflow as installed: its spec and its counters.
+type Installed = (Arc<WorkflowSpec>, Arc<WorkflowStats>);
 
 impl WorkflowsView {
     pub fn status(&self) -> Vec<WorkflowStatus> {
@@ -92,7 +95,7 @@ impl WorkflowsView {
             .collect()
     }
 
-    fn set(&self, list: Vec<(Arc<WorkflowSpec>, Arc<WorkflowStats>)>) {
+    fn set(&self, list: Vec<Installed>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = list;
     }
 }

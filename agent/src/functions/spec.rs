@@ -259,7 +259,7 @@ enum StepRaw {
     Alarm(AlarmRaw),
     Window(WindowRaw),
     Downsample(DownsampleRaw),
-    Wasm(WasmRaw),
+    Wasm(Box<WasmRaw>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -652,6 +652,7 @@ fn step(raw: StepRaw, here: &Pos) -> Result<StepSpec, StepErr> {
             every: duration(&r.every, "every")?,
         },
         StepRaw::Wasm(r) => {
+            let r = *r;
             let d = WasmLimits::default();
             let bytes =
                 |v: &Option<Spanned<String>>, default: u64, what: &str| -> Result<u64, StepErr> {

@@ -2,8 +2,11 @@
 //! through the dimension's base unit (`value * factor + offset` gives the base value).
 //! Unit names are the ones drivers write (`degC`, `m/s`, `hPa`, ...), with common aliases.
 
-/// (names, factor, offset) to the base unit of each dimension; the first row is the base.
-const DIMENSIONS: &[(&str, &[(&[&str], f64, f64)])] = &[
+/// A unit's names, and `factor`, `offset` to its dimension's base unit.
+type Unit = (&'static [&'static str], f64, f64);
+
+/// Each dimension's units; the first row is the base.
+const DIMENSIONS: &[(&str, &[Unit])] = &[
     (
         "temperature",
         &[
@@ -36,7 +39,7 @@ const DIMENSIONS: &[(&str, &[(&[&str], f64, f64)])] = &[
             (&["atm"], 101_325.0, 0.0),
             (&["inHg"], 3386.389, 0.0),
             (&["mmHg", "torr", "Torr"], 133.322_387_415, 0.0),
-            (&["psi"], 6894.757_293, 0.0),
+            (&["psi"], 6_894.757_293, 0.0),
         ],
     ),
     (

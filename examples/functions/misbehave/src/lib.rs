@@ -19,7 +19,9 @@ impl Function for Misbehave {
             }
             2 => panic!("misbehave: asked to panic by a reading of 2"),
             3 => {
-                let v: Vec<u8> = vec![7; 1 << 30];
+                // black_box: without it the compiler sees through the vector and never
+                // allocates it.
+                let v: Vec<u8> = std::hint::black_box(vec![7; 1 << 30]);
                 out.push(Output::from(&batch[0]).value(v[v.len() - 1] as f64));
             }
             4 => {
