@@ -28,7 +28,7 @@
 //! | `unit` | string? | unit, when known |
 //! | `quality` | string | `good`, `uncertain`, `bad` |
 //! | `quality_reason` | string? | why not good |
-//! | `lineage` | object? | on records a workflow made: `{"workflow", "first_seq", "last_seq", "count"}`, the seqs of the records it came from (absent in `skygate tail`) |
+//! | `lineage` | object? | on records a workflow made: `{"workflow", "first_seq", "last_seq", "count"}`: `count` input records with seqs in `first_seq..=last_seq` (in `skygate tail`, inputs not numbered yet have no seq to show) |
 //!
 //! A blob's `value` is `{"content_type", "size", "name"?, "meta"?, "key"?, "data_base64"?}`:
 //! `meta` holds what the instrument said about the object (e.g. FITS keywords: `OBJECT`,

@@ -16,6 +16,8 @@ pub struct Snapshot {
     /// `/v1/buffer` (read only while the buffer screen shows: it scans the buffer).
     pub buffer: Option<Value>,
     pub audit: Vec<Value>,
+    /// `/v1/workflows`.
+    pub workflows: Vec<Value>,
     /// Local time of the read, `HH:MM:SS`.
     pub at: String,
     /// Why the last read failed (the agent stopped, the socket is gone, ...).
@@ -29,15 +31,17 @@ pub enum Screen {
     Buffer,
     Errors,
     Audit,
+    Workflows,
 }
 
 impl Screen {
-    pub const ALL: [Screen; 5] = [
+    pub const ALL: [Screen; 6] = [
         Screen::Overview,
         Screen::Instruments,
         Screen::Buffer,
         Screen::Errors,
         Screen::Audit,
+        Screen::Workflows,
     ];
 
     pub fn title(self) -> &'static str {
@@ -47,6 +51,8 @@ impl Screen {
             Screen::Buffer => "Buffer",
             Screen::Errors => "Errors",
             Screen::Audit => "Audit",
+            // Short: six tabs and the gateway's name share 80 columns.
+            Screen::Workflows => "Flows",
         }
     }
 
@@ -97,7 +103,7 @@ pub enum Effect {
 #[derive(Debug)]
 pub struct App {
     pub screen: Screen,
-    /// Selected row of the screen's main list (sinks, drivers).
+    /// Selected row of the screen's main list (sinks, drivers, workflows).
     pub selected: usize,
     pub confirm: Option<Action>,
     /// The outcome of the last action, or a hint; shown in the footer.
@@ -125,6 +131,7 @@ impl App {
         match self.screen {
             Screen::Overview => self.snapshot.sinks.len(),
             Screen::Instruments => self.snapshot.drivers.len(),
+            Screen::Workflows => self.snapshot.workflows.len(),
             _ => 0,
         }
     }
@@ -168,7 +175,7 @@ impl App {
                 self.help = true;
                 None
             }
-            KeyCode::Char(c @ '1'..='5') => self.show(Screen::ALL[c as usize - '1' as usize]),
+            KeyCode::Char(c @ '1'..='6') => self.show(Screen::ALL[c as usize - '1' as usize]),
             KeyCode::Tab | KeyCode::Right => self.show(Screen::ALL[(self.screen.index() + 1) % n]),
             KeyCode::BackTab | KeyCode::Left => {
                 self.show(Screen::ALL[(self.screen.index() + n - 1) % n])

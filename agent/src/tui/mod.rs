@@ -153,11 +153,12 @@ async fn read_all(ep: &Endpoint, screen: Screen, with_buffer: bool) -> Result<Sn
         let body = timed(ep.request("GET", path)).await?;
         serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
     }
-    let (status, sinks, drivers, errors) = tokio::join!(
+    let (status, sinks, drivers, errors, workflows) = tokio::join!(
         get(ep, "/v1/status"),
         get(ep, "/v1/sinks"),
         get(ep, "/v1/drivers"),
         get(ep, "/v1/errors"),
+        get::<Vec<serde_json::Value>>(ep, "/v1/workflows"),
     );
     let audit = if screen == Screen::Audit {
         get(ep, "/v1/audit?limit=100").await?
@@ -174,6 +175,8 @@ async fn read_all(ep: &Endpoint, screen: Screen, with_buffer: bool) -> Result<Sn
         sinks: sinks?,
         drivers: drivers?,
         errors: Some(errors?),
+        // An older agent without workflows answers 404: nothing to show.
+        workflows: workflows.unwrap_or_default(),
         buffer,
         audit,
         ..Snapshot::default()

@@ -83,6 +83,18 @@ fn snapshot() -> Snapshot {
             json!({"id": 2, "ts": "2026-11-22T09:30:00Z", "actor": "uid:1000(obs)",
                    "action": "sink.pause", "target": "kafka", "result": "ok"}),
         ],
+        workflows: vec![
+            json!({"name": "weather", "file": "/etc/skygate/workflows/weather.yaml",
+                   "input": ["weather"], "steps": ["derive", "alarm", "convert", "window"],
+                   "output_stream": "weather.1m", "sinks": ["kafka"],
+                   "records_in": 86_400, "records_out": 5_760, "errors": 0,
+                   "dead_lettered": 0, "last_error": null}),
+            json!({"name": "sky", "file": "/etc/skygate/workflows/sky.yaml",
+                   "input": ["sky.quality"], "steps": ["wasm"], "output_stream": "sky.clear",
+                   "sinks": [], "records_in": 7_200, "records_out": 7_180, "errors": 1,
+                   "dead_lettered": 20,
+                   "last_error": "wasm function sky_clear.wasm ran past its time limit of 200ms"}),
+        ],
         at: "10:00:02".into(),
         error: None,
     }
@@ -132,6 +144,7 @@ fn every_screen_fits_80x24_and_matches_its_snapshot() {
         (Screen::Buffer, "buffer"),
         (Screen::Errors, "errors"),
         (Screen::Audit, "audit"),
+        (Screen::Workflows, "workflows"),
     ] {
         check(name, &render(&app_on(screen)));
     }
@@ -209,14 +222,23 @@ fn screens_cycle_and_the_selection_stays_in_range() {
         Screen::Buffer,
         Screen::Errors,
         Screen::Audit,
+        Screen::Workflows,
         Screen::Overview,
     ] {
         assert_eq!(app.on_key(KeyCode::Tab), Some(Effect::Show(want)));
     }
     assert_eq!(
         app.on_key(KeyCode::BackTab),
-        Some(Effect::Show(Screen::Audit))
+        Some(Effect::Show(Screen::Workflows))
     );
+    assert_eq!(
+        app.on_key(KeyCode::Char('6')),
+        Some(Effect::Show(Screen::Workflows))
+    );
+    app.on_key(KeyCode::Down);
+    assert_eq!(app.selected, 1, "the second workflow");
+    app.on_key(KeyCode::Down);
+    assert_eq!(app.selected, 1, "no third");
     app.on_key(KeyCode::Char('2'));
     for _ in 0..10 {
         app.on_key(KeyCode::Down);

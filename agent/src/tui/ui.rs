@@ -89,6 +89,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Buffer => buffer(f, app, body),
         Screen::Errors => errors(f, app, body),
         Screen::Audit => audit(f, app, body),
+        Screen::Workflows => workflows(f, app, body),
     }
     draw_foot(f, app, foot);
     if app.help {
@@ -113,7 +114,13 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
         .and_then(|v| v["gateway"].as_str())
         .unwrap_or("?");
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
-    let right = format!("skygate {gw}");
+    // The gateway's name matters more than the product's on a narrow console.
+    let full = format!("skygate {gw}");
+    let right = if used + full.chars().count() <= area.width as usize {
+        full
+    } else {
+        gw.to_string()
+    };
     let pad = (area.width as usize).saturating_sub(used + right.chars().count());
     spans.push(Span::raw(" ".repeat(pad)));
     spans.push(Span::styled(right, HEADER));
@@ -174,9 +181,9 @@ fn draw_foot(f: &mut Frame, app: &App, area: Rect) {
     } else {
         let keys = match app.screen {
             Screen::Overview => {
-                "1-5 screens  Up/Down  p pause  r resume  f flush  R reload  ? help  q quit"
+                "1-6 screens  Up/Down  p pause  r resume  f flush  R reload  ? help  q quit"
             }
-            _ => "1-5/Tab screens  Up/Down select  R reload config  ? help  q quit",
+            _ => "1-6/Tab screens  Up/Down select  R reload config  ? help  q quit",
         };
         Line::raw(cut(keys, area.width as usize))
     };
@@ -315,6 +322,100 @@ fn overview(f: &mut Frame, app: &App, area: Rect) {
         },
     );
     f.render_widget(Paragraph::new(text).block(block(app, " Buffer ")), buf);
+}
+
+/// Workflows: what each takes and makes, and what went wrong; the selected one's chain.
+fn workflows(f: &mut Frame, app: &App, area: Rect) {
+    let list = &app.snapshot.workflows;
+    let list_h = (list.len().max(1) as u16 + 3).min(area.height / 2);
+    let [top, detail] =
+        Layout::vertical([Constraint::Length(list_h), Constraint::Min(3)]).areas(area);
+    let visible = list_h.saturating_sub(3) as usize;
+    let offset = window(app.selected, visible);
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let rows = list
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .map(|(i, w)| {
+            let inputs: Vec<String> = w["input"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| s(x))
+                .collect();
+            let row = Row::new(vec![
+                marker(i == app.selected, w["name"].as_str().unwrap_or("?")),
+                inputs.join(","),
+                s(&w["output_stream"]),
+                n(&w["records_in"]).to_string(),
+                n(&w["records_out"]).to_string(),
+                n(&w["errors"]).to_string(),
+                n(&w["dead_lettered"]).to_string(),
+            ]);
+            match (i == app.selected, n(&w["dead_lettered"]) > 0) {
+                (true, _) => row.style(SELECTED),
+                (false, true) => row.style(ALARM),
+                _ => row,
+            }
+        })
+        .collect();
+    f.render_widget(
+        table(
+            app,
+            " Workflows ",
+            &[" WORKFLOW", "INPUT", "OUTPUT", "IN", "OUT", "ERR", "DEAD"],
+            rows,
+            &[
+                Constraint::Length(13),
+                Constraint::Length(14),
+                Constraint::Length(14),
+                Constraint::Length(9),
+                Constraint::Length(9),
+                Constraint::Length(6),
+                Constraint::Min(5),
+            ],
+        ),
+        top,
+    );
+    let Some(w) = list.get(app.selected) else {
+        f.render_widget(
+            Paragraph::new("no workflows (config key `workflows`)").block(block(app, " Steps ")),
+            detail,
+        );
+        return;
+    };
+    let steps: Vec<String> = w["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| s(x))
+        .collect();
+    let sinks: Vec<String> = w["sinks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| s(x))
+        .collect();
+    let mut lines = vec![
+        Line::from(format!("steps  {}", steps.join(" -> "))),
+        Line::from(format!(
+            "out    {} -> {}",
+            s(&w["output_stream"]),
+            if sinks.is_empty() {
+                "(config routes)".into()
+            } else {
+                sinks.join(", ")
+            }
+        )),
+        Line::from(format!("file   {}", s(&w["file"]))),
+    ];
+    if let Some(e) = w["last_error"].as_str() {
+        let room = detail.width.saturating_sub(10) as usize;
+        lines.push(Line::styled(format!("error  {}", cut(e, room)), ALARM));
+    }
+    let title = format!(" {} ", w["name"].as_str().unwrap_or("?"));
+    f.render_widget(Paragraph::new(lines).block(block(app, &title)), detail);
 }
 
 fn instruments(f: &mut Frame, app: &App, area: Rect) {
