@@ -124,7 +124,8 @@ pub enum Command {
         json: bool,
     },
     /// Read the configuration again and apply what can change while running (drivers,
-    /// routes, heartbeat); like SIGHUP. An invalid configuration changes nothing.
+    /// routes, workflows, heartbeat); like SIGHUP. An invalid configuration changes
+    /// nothing.
     Reload {
         #[command(flatten)]
         api: ApiArgs,
@@ -143,8 +144,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The maintenance screen: links, instruments, buffer and gaps, errors, audit; pause,
-    /// resume, flush and reload with confirmation. Talks only to the control API.
+    /// The maintenance screen: links, instruments, buffer and gaps, errors, audit,
+    /// workflows; pause, resume, flush and reload with confirmation. Talks only to the
+    /// control API.
     Tui {
         #[command(flatten)]
         api: ApiArgs,
