@@ -31,6 +31,11 @@ fn block<'a>(app: &App, title: &'a str) -> Block<'a> {
         .border_set(if app.ascii { ASCII } else { border::PLAIN })
 }
 
+/// A JSON array of strings as strings (anything else: none).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().map(s).collect()
+}
+
 fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -338,12 +343,7 @@ fn workflows(f: &mut Frame, app: &App, area: Rect) {
         .enumerate()
         .skip(offset)
         .map(|(i, w)| {
-            let inputs: Vec<String> = w["input"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|x| s(x))
-                .collect();
+            let inputs = strings(&w["input"]);
             let row = Row::new(vec![
                 marker(i == app.selected, w["name"].as_str().unwrap_or("?")),
                 inputs.join(","),
@@ -385,18 +385,8 @@ fn workflows(f: &mut Frame, app: &App, area: Rect) {
         );
         return;
     };
-    let steps: Vec<String> = w["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|x| s(x))
-        .collect();
-    let sinks: Vec<String> = w["sinks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|x| s(x))
-        .collect();
+    let steps = strings(&w["steps"]);
+    let sinks = strings(&w["sinks"]);
     let mut lines = vec![
         Line::from(format!("steps  {}", steps.join(" -> "))),
         Line::from(format!(
