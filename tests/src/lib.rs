@@ -649,6 +649,16 @@ impl Drop for Peer {
     }
 }
 
+/// The running agent's `/metrics` text, over its control socket.
+pub fn metrics_text(data: &Path) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let ep = skygate_agent::control::client::Endpoint::Unix(data.join("skygate.sock"));
+    String::from_utf8(rt.block_on(ep.request("GET", "/metrics")).expect("metrics")).expect("utf-8")
+}
+
 /// The example WASM functions (`examples/functions/`), built for wasm32-wasip1 once per
 /// test binary into a target directory of their own (beside the main one, so the nested
 /// cargo never waits on the outer one's lock). Returns the directory holding the `.wasm`.

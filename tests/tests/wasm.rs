@@ -206,6 +206,13 @@ fn a_misbehaving_function_is_contained_while_the_rest_goes_on_and_modules_load_f
         .and_then(|l| l.iter().find(|w| w["name"] == "chaos"))
         .expect("chaos");
     assert!(chaos["dead_lettered"].as_u64() > Some(3), "{chaos}");
+    let metrics = metrics_text(&data);
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("skygate_workflow_dead_lettered_records_total{workflow=\"chaos\"}")
+            && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     assert_eq!(a.stop(), Some(0));
     assert!(
         a_log_says(&data, 0, "\"from_cache\":false"),

@@ -58,15 +58,6 @@ fn rig(
     (root, data, cfg)
 }
 
-fn metrics(data: &Path) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    let ep = skygate_agent::control::client::Endpoint::Unix(data.join("skygate.sock"));
-    String::from_utf8(rt.block_on(ep.request("GET", "/metrics")).expect("metrics")).expect("utf-8")
-}
-
 /// After the agent stopped: what reached the bucket and what still waits in the buffer
 /// (sinks stop without draining), once per seq.
 fn bucket_and_buffer(bucket: &Path, data: &Path) -> Vec<Value> {
@@ -111,7 +102,7 @@ fn a_chain_from_the_sim_driver_reaches_the_bucket_matching_the_raw_readings_it_c
         serde_json::json!(["scale", "filter", "window"])
     );
     assert!(listed[0]["records_in"].as_u64() > Some(100), "{listed}");
-    let metrics = metrics(&data);
+    let metrics = metrics_text(&data);
     let line = metrics
         .lines()
         .find(|l| l.starts_with("skygate_workflow_input_records_total{workflow=\"second\"}"))

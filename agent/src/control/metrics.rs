@@ -282,6 +282,11 @@ pub(super) async fn render(s: &ControlState) -> String {
             "Values a workflow step could not use (passed on unchanged)",
             |w| w.errors,
         ),
+        (
+            "workflow_dead_lettered_records",
+            "Records a failed step (a WASM call) sent to dead letters",
+            |w| w.dead_lettered,
+        ),
     ] {
         labelled_counter(
             &mut reg,

@@ -142,6 +142,30 @@ impl BuildCx {
     }
 }
 
+/// A record a numeric step works on, with its value; `None` once the record has been
+/// passed on unchanged (not selected; or not a number, which is counted).
+fn numeric(
+    it: Item,
+    channels: &Selector,
+    step: &str,
+    out: &mut Vec<Item>,
+    errors: &mut StepErrors,
+) -> Option<(Item, f64)> {
+    let r = &it.rec.reading;
+    if !channels.matches(&r.channel) {
+        out.push(it);
+        return None;
+    }
+    match number(&r.value) {
+        Some(x) => Some((it, x)),
+        None => {
+            errors.add(|| format!("{step}: {} is not a number", r.channel));
+            out.push(it);
+            None
+        }
+    }
+}
+
 /// Builds the step a spec describes.
 pub fn build(spec: &StepSpec, cx: &BuildCx) -> Box<dyn Step> {
     match spec.clone() {
@@ -610,16 +634,10 @@ struct Deadband {
 impl Step for Deadband {
     fn run(&mut self, input: &mut Vec<Item>, out: &mut Vec<Item>, errors: &mut StepErrors) {
         for it in input.drain(..) {
-            let r = &it.rec.reading;
-            if !self.channels.matches(&r.channel) {
-                out.push(it);
-                continue;
-            }
-            let Some(x) = number(&r.value) else {
-                errors.add(|| format!("deadband: {} is not a number", r.channel));
-                out.push(it);
+            let Some((it, x)) = numeric(it, &self.channels, "deadband", out, errors) else {
                 continue;
             };
+            let r = &it.rec.reading;
             let ts = r.ts.as_nanos();
             let pass = match self.last.get(&key(&it.rec)) {
                 None => true,
@@ -682,15 +700,8 @@ struct Alarm {
 
 impl Step for Alarm {
     fn run(&mut self, input: &mut Vec<Item>, out: &mut Vec<Item>, errors: &mut StepErrors) {
-        for mut it in input.drain(..) {
-            let r = &it.rec.reading;
-            if !self.channels.matches(&r.channel) {
-                out.push(it);
-                continue;
-            }
-            let Some(x) = number(&r.value) else {
-                errors.add(|| format!("alarm: {} is not a number", r.channel));
-                out.push(it);
+        for it in input.drain(..) {
+            let Some((mut it, x)) = numeric(it, &self.channels, "alarm", out, errors) else {
                 continue;
             };
             let k = key(&it.rec);
@@ -826,16 +837,10 @@ impl Acc {
 impl Step for Window {
     fn run(&mut self, input: &mut Vec<Item>, out: &mut Vec<Item>, errors: &mut StepErrors) {
         for it in input.drain(..) {
-            let r = &it.rec.reading;
-            if !self.channels.matches(&r.channel) {
-                out.push(it);
-                continue;
-            }
-            let Some(x) = number(&r.value) else {
-                errors.add(|| format!("window: {} is not a number", r.channel));
-                out.push(it);
+            let Some((it, x)) = numeric(it, &self.channels, "window", out, errors) else {
                 continue;
             };
+            let r = &it.rec.reading;
             let ts = r.ts.as_nanos();
             let start = ts.div_euclid(self.every) * self.every;
             let k = key(&it.rec);
