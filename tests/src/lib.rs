@@ -649,6 +649,33 @@ impl Drop for Peer {
     }
 }
 
+/// The ingest benchmarks' config: 4 sim drivers x 4 random-walk channels at
+/// `per_channel_hz`, into a bucket sink that cannot deliver (its directory is the file
+/// `bucket_blocker`), so a run measures ingest into the buffer, not delivery.
+pub fn ingest_bench_config(durability: &str, per_channel_hz: u64, bucket_blocker: &Path) -> String {
+    let mut s = format!(
+        "[gateway]\nid = \"bench\"\n[buffer]\ndurability = \"{durability}\"\nmax_bytes = \"4GiB\"\nmin_free_disk = \"64MiB\"\n"
+    );
+    // 4 drivers x 4 channels; numbers, like a weather mast's.
+    for d in 0..4 {
+        s.push_str(&format!(
+            "[drivers.d{d}]\nkind = \"sim\"\nstream = \"s{d}\"\ntick = \"2ms\"\n"
+        ));
+        for c in 0..4 {
+            s.push_str(&format!(
+                "[drivers.d{d}.channels.c{c}]\nsignal = \"random_walk\"\nrate_hz = {per_channel_hz}\nstart = 10.0\nstep = 0.1\nunit = \"degC\"\n"
+            ));
+        }
+    }
+    // The sink's directory is a file: it fails and backs off, so the run measures ingest
+    // into the buffer, not delivery.
+    s.push_str(&format!(
+        "[sinks.hold]\nkind = \"bucket\"\ndir = \"{}/x\"\nbackoff_initial = \"10s\"\nbackoff_max = \"60s\"\n[[routes]]\nstreams = [\"*\"]\nsinks = [\"hold\"]\n",
+        bucket_blocker.display()
+    ));
+    s
+}
+
 /// The running agent's `/metrics` text, over its control socket.
 pub fn metrics_text(data: &Path) -> String {
     let rt = tokio::runtime::Builder::new_current_thread()

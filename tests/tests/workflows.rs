@@ -284,19 +284,27 @@ fn hot_reload_under_traffic_switches_chains_between_readings_and_a_broken_file_c
     }
 }
 
+/// `skygate workflow check FILE [--config CFG]`: (exit code, stdout, stderr).
+fn check(file: &Path, config: Option<&Path>) -> (Option<i32>, String, String) {
+    let mut args = vec!["workflow", "check", file.to_str().expect("utf-8")];
+    if let Some(c) = config {
+        args.extend(["--config", c.to_str().expect("utf-8")]);
+    }
+    let out = skygate(&args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn workflow_check_validates_a_file_and_points_at_the_mistake() {
     let root = tempfile::tempdir().expect("tmp");
     let good = root.path().join("good.yaml");
     std::fs::write(&good, SCALE.replace("FACTOR", "2")).expect("write");
-    let out = skygate(&["workflow", "check", good.to_str().expect("utf-8")]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text, err) = check(&good, None);
+    assert_eq!(code, Some(0), "{err}");
     assert!(
         text.contains("ok (workflow x: weather -> scale -> weather.x"),
         "{text}"
@@ -309,9 +317,8 @@ fn workflow_check_validates_a_file_and_points_at_the_mistake() {
         "input: [weather]\nsteps:\n  - scael: {factor: 2}\noutput: {stream: y}\n",
     )
     .expect("write");
-    let out = skygate(&["workflow", "check", bad.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(78));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, _, err) = check(&bad, None);
+    assert_eq!(code, Some(78));
     assert!(
         err.starts_with(&format!("{}:3:5: unknown variant `scael`", bad.display())),
         "{err}"
@@ -327,54 +334,24 @@ fn workflow_check_validates_a_file_and_points_at_the_mistake() {
         ),
     )
     .expect("config");
-    let out = skygate(&[
-        "workflow",
-        "check",
-        good.to_str().expect("utf-8"),
-        "--config",
-        cfg.to_str().expect("utf-8"),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = check(&good, Some(&cfg));
+    assert_eq!(code, Some(0), "{err}");
     let back = root.path().join("back.yaml");
-    std::fs::write(
-        &back,
-        "input: [weather.x]\nsteps: [{tag: {priority: 1}}]\noutput:\n  stream: weather\n  sinks: [kafka]\n",
-    )
-    .expect("write");
-    let out = skygate(&[
-        "workflow",
-        "check",
-        back.to_str().expect("utf-8"),
-        "--config",
-        cfg.to_str().expect("utf-8"),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{err}");
+    let back_to = |sink: &str| {
+        format!(
+            "input: [weather.x]\nsteps: [{{tag: {{priority: 1}}}}]\noutput:\n  stream: weather\n  sinks: [{sink}]\n"
+        )
+    };
+    std::fs::write(&back, back_to("kafka")).expect("write");
+    let (code, _, err) = check(&back, Some(&cfg));
+    assert_eq!(code, Some(78), "{err}");
     assert!(
         err.contains("back.yaml:5:11: unknown sink \"kafka\"; defined sinks: archive"),
         "{err}"
     );
-    std::fs::write(
-        &back,
-        std::fs::read_to_string(&back)
-            .expect("read")
-            .replace("kafka", "archive"),
-    )
-    .expect("write");
-    let out = skygate(&[
-        "workflow",
-        "check",
-        back.to_str().expect("utf-8"),
-        "--config",
-        cfg.to_str().expect("utf-8"),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{err}");
+    std::fs::write(&back, back_to("archive")).expect("write");
+    let (code, _, err) = check(&back, Some(&cfg));
+    assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("workflow cycle"), "{err}");
     // The config itself refuses a workflow that does not load.
     std::fs::write(&good, "input: [weather]\nsteps: []\noutput: {stream: y}\n").expect("write");

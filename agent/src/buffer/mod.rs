@@ -416,14 +416,7 @@ impl Buffer {
 
     /// Appends and waits until the records are committed; returns their seqs.
     pub async fn append_durable(&self, records: Vec<NewRecord>) -> Result<SeqRange, BufferError> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(WriterCmd::Append {
-                records,
-                reply: Some(tx),
-            })
-            .await
-            .map_err(|_| BufferError::Closed)?;
+        let rx = self.append_numbered(records).await?;
         rx.await.map_err(|_| BufferError::Closed)?
     }
 

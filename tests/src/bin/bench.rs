@@ -67,30 +67,6 @@ struct Phase {
     peak_rss_kib: u64,
 }
 
-fn config(durability: &str, per_channel_hz: u64, bucket_blocker: &Path) -> String {
-    let mut s = format!(
-        "[gateway]\nid = \"bench\"\n[buffer]\ndurability = \"{durability}\"\nmax_bytes = \"4GiB\"\nmin_free_disk = \"64MiB\"\n"
-    );
-    // 4 drivers x 4 channels; numbers, like a weather mast's.
-    for d in 0..4 {
-        s.push_str(&format!(
-            "[drivers.d{d}]\nkind = \"sim\"\nstream = \"s{d}\"\ntick = \"2ms\"\n"
-        ));
-        for c in 0..4 {
-            s.push_str(&format!(
-                "[drivers.d{d}.channels.c{c}]\nsignal = \"random_walk\"\nrate_hz = {per_channel_hz}\nstart = 10.0\nstep = 0.1\nunit = \"degC\"\n"
-            ));
-        }
-    }
-    // The sink's directory is a file: it fails and backs off, so the run measures ingest
-    // into the buffer, not delivery.
-    s.push_str(&format!(
-        "[sinks.hold]\nkind = \"bucket\"\ndir = \"{}/x\"\nbackoff_initial = \"10s\"\nbackoff_max = \"60s\"\n[[routes]]\nstreams = [\"*\"]\nsinks = [\"hold\"]\n",
-        bucket_blocker.display()
-    ));
-    s
-}
-
 async fn skygate_phase(
     dir: &Path,
     durability: &str,
@@ -102,7 +78,7 @@ async fn skygate_phase(
     std::fs::write(&blocker, b"file")?;
     let settings = load_sources(vec![SourceFile {
         path: "bench.toml".into(),
-        text: config(durability, per_channel_hz, &blocker),
+        text: skygate_e2e::ingest_bench_config(durability, per_channel_hz, &blocker),
     }])?;
     let stop = CancellationToken::new();
     reset_peak();

@@ -31,27 +31,15 @@ const ECHO: &str = "name: echo\ninput: [\"s*\"]\nsteps:\n  - wasm: {module: misb
 const MEDIAN: &str = "name: med\ninput: [\"s*\"]\nsteps:\n  - wasm: {module: median_filter.wasm}\noutput: {stream: med}\n";
 
 fn config(workflow: bool, blocker: &Path) -> String {
-    let mut s = String::new();
-    if workflow {
-        s.push_str("workflows = [\"fx.yaml\"]\n");
-    }
-    s.push_str("[gateway]\nid = \"bench\"\n[buffer]\ndurability = \"process\"\nmax_bytes = \"4GiB\"\nmin_free_disk = \"64MiB\"\n");
-    for d in 0..4 {
-        s.push_str(&format!(
-            "[drivers.d{d}]\nkind = \"sim\"\nstream = \"s{d}\"\ntick = \"2ms\"\n"
-        ));
-        for c in 0..4 {
-            s.push_str(&format!(
-                "[drivers.d{d}.channels.c{c}]\nsignal = \"random_walk\"\nrate_hz = 200000\nstart = 10.0\nstep = 0.1\nunit = \"degC\"\n"
-            ));
-        }
-    }
-    // The sink cannot deliver (its directory is a file): the run measures ingest.
-    s.push_str(&format!(
-        "[sinks.hold]\nkind = \"bucket\"\ndir = \"{}/x\"\nbackoff_initial = \"10s\"\nbackoff_max = \"60s\"\n[[routes]]\nstreams = [\"*\"]\nsinks = [\"hold\"]\n",
-        blocker.display()
-    ));
-    s
+    let top = if workflow {
+        "workflows = [\"fx.yaml\"]\n"
+    } else {
+        ""
+    };
+    format!(
+        "{top}{}",
+        skygate_e2e::ingest_bench_config("process", 200_000, blocker)
+    )
 }
 
 /// Saturated ingest: readings taken per second.
