@@ -676,6 +676,20 @@ pub fn ingest_bench_config(durability: &str, per_channel_hz: u64, bucket_blocker
     s
 }
 
+/// The numeric value of each record of `stream` in `records` (NDJSON lines), by seq.
+pub fn values_by_seq(records: &[serde_json::Value], stream: &str) -> BTreeMap<u64, f64> {
+    records
+        .iter()
+        .filter(|r| r["stream"] == stream)
+        .map(|r| {
+            (
+                r["seq"].as_u64().expect("seq"),
+                r["value"].as_f64().expect("a number"),
+            )
+        })
+        .collect()
+}
+
 /// The running agent's `/metrics` text, over its control socket.
 pub fn metrics_text(data: &Path) -> String {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -256,15 +256,7 @@ fn a_misbehaving_function_is_contained_while_the_rest_goes_on_and_modules_load_f
         );
     }
     // The sky workflow's judgements match the rule by hand over the raw readings.
-    let sky: BTreeMap<u64, f64> = stream(&all, "sky")
-        .iter()
-        .map(|r| {
-            (
-                r["seq"].as_u64().expect("seq"),
-                r["value"].as_f64().expect("v"),
-            )
-        })
-        .collect();
+    let sky: BTreeMap<u64, f64> = values_by_seq(&all, "sky");
     let expected: BTreeMap<u64, bool> = sky
         .keys()
         .copied()

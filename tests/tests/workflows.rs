@@ -185,15 +185,7 @@ fn hot_reload_under_traffic_switches_chains_between_readings_and_a_broken_file_c
     let a = Agent::start_serving(&cfg, &data);
     let outputs_with = |k: f64| {
         let all = read_bucket(&bucket).records;
-        let raw: BTreeMap<u64, f64> = stream(&all, "weather")
-            .iter()
-            .map(|r| {
-                (
-                    r["seq"].as_u64().expect("seq"),
-                    r["value"].as_f64().expect("v"),
-                )
-            })
-            .collect();
+        let raw: BTreeMap<u64, f64> = values_by_seq(&all, "weather");
         stream(&all, "weather.x")
             .iter()
             .filter(|o| {
@@ -245,15 +237,7 @@ fn hot_reload_under_traffic_switches_chains_between_readings_and_a_broken_file_c
 
     // Every raw reading went through exactly one chain, in order: 2s, then 3s, then 4s.
     let all = bucket_and_buffer(&bucket, &data);
-    let raw: BTreeMap<u64, f64> = stream(&all, "weather")
-        .iter()
-        .map(|r| {
-            (
-                r["seq"].as_u64().expect("seq"),
-                r["value"].as_f64().expect("v"),
-            )
-        })
-        .collect();
+    let raw: BTreeMap<u64, f64> = values_by_seq(&all, "weather");
     let mut factor_of: BTreeMap<u64, Vec<Option<f64>>> = BTreeMap::new();
     for o in stream(&all, "weather.x") {
         let l = &o["lineage"];

@@ -1,9 +1,11 @@
-//! Local functions: workflows defined in YAML, chaining built-in functions, run on the
-//! data path between ingest and the buffer's writer.
+//! Local functions: workflows defined in YAML, chaining built-in and WASM functions, run
+//! on the data path between ingest and the buffer's writer.
 //!
 //! - [`spec`]: workflow files, parsed and validated with `FILE:LINE:COL` errors.
 //! - [`builtins`]: the functions (scale, convert, rename, tag, filter, derive, deadband,
-//!   alarm, window, downsample).
+//!   alarm, window, downsample), on [`expr`] (evalexpr) and [`units`].
+//! - `wasm` (cargo feature `wasm`): user functions on wasmtime, fenced by time, memory
+//!   and output limits; the ABI lives in the `skygate-fn` crate (`sdk/`).
 //! - [`engine`]: the running set, owned by the ingest task; lineage; reload hand-over.
 //!
 //! Invariants:
@@ -11,8 +13,9 @@
 //!   own stream is routed anywhere, numbered in any case) and its outputs are new records
 //!   on the workflow's output stream, in the same append, so both commit together.
 //! - Every output names its inputs (`Record::lineage`).
-//! - A step that cannot use a value passes the record on and counts an error; no function
-//!   error drops data.
+//! - A step that cannot use a value passes the record on and counts an error; a WASM call
+//!   that fails sends its batch to dead letters with the reason; no function error drops
+//!   data.
 //! - Workflows are loaded with the configuration: a reload (SIGHUP, `skygate reload`, or a
 //!   workflow file changing on disk) that does not validate changes nothing.
 
