@@ -78,6 +78,13 @@ pub struct StepErrors {
 }
 
 impl StepErrors {
+    /// Gives up on `it`: moved to the dead-letter `stream`, marked bad with `reason`.
+    pub fn dead_letter(&mut self, mut it: Item, stream: &Arc<str>, reason: &str) {
+        it.rec.stream = stream.clone();
+        it.rec.reading.quality = Quality::Bad(reason.to_string());
+        self.dead.push(it);
+    }
+
     pub fn add(&mut self, why: impl FnOnce() -> String) {
         self.count += 1;
         // The reason of the first error of a run is kept; formatting every one would cost
@@ -331,14 +338,12 @@ struct Broken {
 
 impl Step for Broken {
     fn run(&mut self, input: &mut Vec<Item>, out: &mut Vec<Item>, errors: &mut StepErrors) {
-        for mut it in input.drain(..) {
+        for it in input.drain(..) {
             if !self.channels.matches(&it.rec.reading.channel) {
                 out.push(it);
                 continue;
             }
-            it.rec.stream = self.dead.clone();
-            it.rec.reading.quality = Quality::Bad(self.why.clone());
-            errors.dead.push(it);
+            errors.dead_letter(it, &self.dead, &self.why);
         }
         if !errors.dead.is_empty() {
             errors.add(|| self.why.clone());

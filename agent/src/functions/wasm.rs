@@ -23,7 +23,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use skygate_drivers::{Quality, Timestamp, Value};
 use skygate_fn as abi;
@@ -77,8 +77,13 @@ pub fn check_module(bytes: &[u8]) -> Result<String, String> {
     if !bytes.starts_with(b"\0asm") {
         return Err("not a WebAssembly module (no \\0asm header)".into());
     }
-    let engine = Engine::new(&config()).map_err(|e| format!("wasm engine: {e}"))?;
-    Module::validate(&engine, bytes).map_err(|e| format!("invalid WebAssembly: {e}"))?;
+    // One engine for every check: a config load checks each module, reloads included.
+    static VALIDATOR: std::sync::OnceLock<Result<Engine, String>> = std::sync::OnceLock::new();
+    let engine = VALIDATOR
+        .get_or_init(|| Engine::new(&config()).map_err(|e| format!("wasm engine: {e}")))
+        .as_ref()
+        .map_err(Clone::clone)?;
+    Module::validate(engine, bytes).map_err(|e| format!("invalid WebAssembly: {e}"))?;
     let mut exports = Vec::new();
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
         match payload {
@@ -645,53 +650,12 @@ impl Step for WasmStep {
             Err(reason) => {
                 let reason = format!("wasm function {} {reason}", self.label);
                 tracing::warn!(error = %reason, records = given.len(), "batch dead-lettered");
-                for mut it in given {
-                    it.rec.stream = self.dead_stream.clone();
-                    it.rec.reading.quality = Quality::Bad(reason.clone());
-                    errors.dead.push(it);
+                for it in given {
+                    errors.dead_letter(it, &self.dead_stream, &reason);
                 }
                 errors.add(|| reason);
             }
         }
-    }
-}
-
-/// What `skygate fn run` prints per output, and the engine's counters.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CallStats {
-    pub calls: u64,
-    pub elapsed: Duration,
-}
-
-/// Runs a module once over `items` outside the agent (`skygate fn run`): the same ABI,
-/// limits and decoding as a workflow step.
-pub fn run_once(
-    rt: &Arc<WasmRuntime>,
-    loaded: Loaded,
-    label: &str,
-    limits: WasmLimits,
-    items: Vec<Item>,
-) -> Result<(Vec<Item>, CallStats), String> {
-    let mut step = WasmStep::new(
-        rt.clone(),
-        loaded,
-        label,
-        Selector::default(),
-        limits,
-        "deadletter",
-    );
-    let mut input = items;
-    let mut out = Vec::new();
-    let mut errors = StepErrors::default();
-    let start = Instant::now();
-    step.run(&mut input, &mut out, &mut errors);
-    let stats = CallStats {
-        calls: 1,
-        elapsed: start.elapsed(),
-    };
-    match errors.last {
-        Some(reason) if !errors.dead.is_empty() => Err(reason),
-        _ => Ok((out, stats)),
     }
 }
 

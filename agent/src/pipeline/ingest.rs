@@ -299,12 +299,7 @@ pub(crate) async fn run(
                 counters.unknown_source.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            if route.sinks == 0
-                && !routing
-                    .engine
-                    .as_mut()
-                    .is_some_and(|e| e.takes(&route.stream))
-            {
+            if !accepted(route, routing.engine.as_mut()) {
                 counters.unrouted.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -361,9 +356,10 @@ pub(crate) async fn run(
             }
         }
         for (source, w) in waiters.drain(..) {
-            let routed = routing.routes.get(&*source).is_some_and(|r| {
-                r.sinks != 0 || routing.engine.as_mut().is_some_and(|e| e.takes(&r.stream))
-            });
+            let routed = routing
+                .routes
+                .get(&*source)
+                .is_some_and(|r| accepted(r, routing.engine.as_mut()));
             let _ = w.send(if routed {
                 Committed::Stored
             } else {
@@ -384,6 +380,11 @@ pub(crate) async fn run(
     }
     counters.running.store(false, Ordering::Relaxed);
     tracing::debug!("ingest drained");
+}
+
+/// Whether a reading on `route` is appended: some sink wants it, or a workflow takes it.
+fn accepted(route: &Route, engine: Option<&mut Engine>) -> bool {
+    route.sinks != 0 || engine.is_some_and(|e| e.takes(&route.stream))
 }
 
 /// Shows a routed batch to `skygate tail` listeners, if there are any.
