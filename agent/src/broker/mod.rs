@@ -1,52 +1,77 @@
-//! The embedded MQTT broker for the instrument LAN (rumqttd), consumed in-process.
+//! The embedded MQTT broker for the instrument LAN, consumed in-process.
 //!
-//! Instruments publish to the gateway itself, so no site broker is needed. The broker
-//! listens on `listen` (plain) and/or `tls_listen`. TLS is terminated by the agent (rustls
-//! 0.23, handshakes in their own tasks under a timeout, at most `max_connections`) and
-//! relayed to an internal loopback listener of rumqttd: rumqttd's own TLS (rustls 0.22)
-//! refuses clients that send an IP address as SNI, which libmosquitto does when an
-//! instrument is configured with the gateway's IP, and handshakes on its accept loop;
-//! clients authenticate with a user name and password checked in constant time against
-//! the password files named in the config (read once at start, kept in a redacting
-//! [`Secret`]). One in-process link subscribes to everything; the hub task fans each
-//! message out to the MQTT drivers whose filters match ([`LocalBroker`]).
+//! Instruments publish to the gateway itself, so no site broker is needed. The protocol
+//! (MQTT 3.1.1: CONNECT, keep-alive, QoS 0/1/2 flows, packet size limits) is ntex-mqtt's;
+//! this module decides what a PUBLISH means. The server runs on its own thread with its
+//! own (ntex) runtime: an accept thread and one worker. It listens on `listen` (plain)
+//! and/or `tls_listen`; TLS is terminated by the agent (rustls, handshakes in their own
+//! tasks under a timeout, at most `max_connections`) and relayed byte for byte to an
+//! internal loopback listener of the MQTT server. Clients authenticate with a user name
+//! and password checked in constant time against the password files named in the config
+//! (read once at start, kept in a redacting [`Secret`]).
 //!
-//! Invariants and limits:
-//! - The broker lives as long as the agent: rumqttd cannot stop its listeners, so a
-//!   change to `[broker]` needs a restart (a reload says so); drivers that use it come
-//!   and go with reloads.
-//! - Start-up checks what rumqttd would only log later: each address can be bound, the
-//!   certificate and key load, every password file reads. Any failure is a start error.
-//! - Backpressure, not loss: the hub waits for a slow driver's queue
-//!   ([`SUBSCRIBER_QUEUE`] messages), so the broker's own bounded queues fill and
-//!   publishers are slowed by TCP. A message no driver subscribes to is dropped; the
-//!   first few such topics are logged so a mistyped filter is visible.
-//! - rumqttd acknowledges a QoS 1 publish once its router has it, before the agent
-//!   commits it: a power cut in that window loses it (the external-broker path
-//!   acknowledges after commit instead).
-//! - Behind the TLS front, rumqttd sees every TLS client as coming from 127.0.0.1; logins
-//!   are still per user.
+//! Invariants:
+//! - **A PUBACK means committed.** A QoS 1 PUBLISH (PUBREC for QoS 2) is answered only
+//!   after every MQTT driver it was delivered to has answered [`Committed`] for it, i.e.
+//!   after the buffer committed its readings (fsynced in `power` mode), or decided they
+//!   are routed nowhere. ntex-mqtt sends the PUBACK when the publish service's future
+//!   completes, in the order the PUBLISHes came.
+//! - **Backpressure, not loss.** Nothing between the socket and the buffer evicts or
+//!   overflows: each connection has at most [`MAX_INFLIGHT`] publishes (and
+//!   [`MAX_INFLIGHT_BYTES`]) being handled; past that ntex stops reading its socket and
+//!   TCP slows the publisher. A delivery waits for room in a driver's queue
+//!   ([`SUBSCRIBER_QUEUE`]); a driver waits for room in ingest's.
+//! - **Refused visibly.** A publish whose commit is not confirmed (the buffer failed or
+//!   the agent is stopping) is not acknowledged: the connection is closed, so the client
+//!   sends it again on its next connection; counted in `refused`, logged. A publish that
+//!   arrives after a client's disconnect was seen is still stored (QoS 0 and 1).
+//! - **Claimed topics wait for their driver.** The pipeline tells the broker which
+//!   drivers use it and their filters ([`EmbeddedBroker::expect`], at start and at each
+//!   reload). A message whose topic one of them claims waits, unacknowledged, while that
+//!   driver is not subscribed (starting, restarting after a reload); it is never dropped
+//!   for that. A message that no expected driver claims is acknowledged and dropped:
+//!   counted in `unclaimed`, the first [`UNCLAIMED_LOGGED`] such topics logged, so a
+//!   mistyped filter is visible.
+//! - The broker lives as long as the agent: a change to `[broker]` needs a restart (a
+//!   reload says so); drivers that use it come and go with reloads.
+//! - Start-up binds every listener itself (errors are start errors naming the address),
+//!   loads the certificate and key, reads every password file.
+//! - Behind the TLS front, the server sees every TLS client as coming from 127.0.0.1;
+//!   logins are still per user.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::serve::Listener;
-
-use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
-use skygate_drivers::BoxFuture;
-use skygate_drivers::mqtt::{LocalBroker, Message, TopicFilter};
-use tokio::sync::{mpsc, oneshot};
+use ntex_mqtt::v3;
+use ntex_mqtt::{MqttServiceConfig, QoS};
+use ntex_service::cfg::SharedCfg;
+use ntex_util::time::Seconds;
+use skygate_drivers::mqtt::{Delivery, LocalBroker, Message, TopicFilter};
+use skygate_drivers::{BoxFuture, Committed};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerSettings;
 use crate::control::tcp::TlsListener;
 use crate::util::secret::{Secret, SecretError};
 
-/// Messages queued for one subscribing driver before the hub waits for it.
+/// Messages queued for one subscribing driver before a delivery waits for it.
 pub const SUBSCRIBER_QUEUE: usize = 1024;
+/// Publishes of one connection being handled (delivered, waiting for their commit) at
+/// most; past it the connection is not read until one completes.
+pub const MAX_INFLIGHT: u16 = 256;
+/// Payload bytes of one connection's publishes in flight, at most.
+pub const MAX_INFLIGHT_BYTES: usize = 16 << 20;
 /// Distinct unclaimed topics logged, at most.
-const UNCLAIMED_LOGGED: usize = 32;
+pub const UNCLAIMED_LOGGED: usize = 32;
+/// A delivery waiting this long for an expected driver is logged (once per message).
+const WAIT_LOGGED: Duration = Duration::from_secs(5);
+/// Time a client has to send its CONNECT.
+const CONNECT_TIMEOUT: Seconds = Seconds(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -63,21 +88,232 @@ pub enum BrokerError {
     Start(String),
 }
 
+/// What the broker counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct BrokerMetrics {
+    /// Connections that completed CONNECT.
+    pub connections: AtomicU64,
+    /// CONNECTs refused for a wrong user name or password.
+    pub logins_refused: AtomicU64,
+    /// Publishes handled to the end (acknowledged, for QoS 1 and 2).
+    pub published: AtomicU64,
+    /// Publishes not acknowledged because their commit was not confirmed.
+    pub refused: AtomicU64,
+    /// Publishes acknowledged and dropped: no driver claims their topic.
+    pub unclaimed: AtomicU64,
+}
+
+/// A subscriber as the broker routes to it.
+#[derive(Debug, Clone)]
+struct Route {
+    name: String,
+    filters: Vec<TopicFilter>,
+    /// Named by the pipeline as a driver of this broker: its messages wait for it.
+    expected: bool,
+    /// `None` while the driver is not subscribed.
+    tx: Option<mpsc::Sender<Delivery>>,
+}
+
+impl Route {
+    fn claims(&self, topic: &str) -> bool {
+        self.filters.iter().any(|f| f.matches(topic))
+    }
+}
+
+/// What every connection's publish service shares.
+#[derive(Debug)]
+struct Shared {
+    routes: watch::Sender<Arc<Vec<Route>>>,
+    metrics: Arc<BrokerMetrics>,
+    unclaimed_seen: Mutex<HashSet<String>>,
+}
+
 /// A running embedded broker, as drivers subscribe to it.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBroker {
-    hub: mpsc::Sender<HubCmd>,
+    shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
-enum HubCmd {
-    Subscribe {
-        name: String,
-        filters: Vec<TopicFilter>,
-        reply: oneshot::Sender<mpsc::Receiver<Message>>,
-    },
-    /// From a simulated instrument: into the broker like any client's publish.
-    Publish(Message),
+/// Why a publish was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("its commit was not confirmed")]
+    NotCommitted,
+    #[error("the payload could not be read")]
+    Payload,
+    #[error("the broker is stopping")]
+    Stopping,
+}
+
+impl From<()> for Refused {
+    fn from(_: ()) -> Self {
+        Refused::Stopping
+    }
+}
+
+impl EmbeddedBroker {
+    /// The drivers of this broker and their filters, as the config names them: messages
+    /// they claim wait for them; any other registration without a live subscriber goes.
+    pub fn expect(&self, drivers: Vec<(String, Vec<TopicFilter>)>) {
+        self.shared.routes.send_modify(|routes| {
+            let routes = Arc::make_mut(routes);
+            for r in routes.iter_mut() {
+                r.expected = false;
+            }
+            for (name, filters) in drivers {
+                match routes.iter_mut().find(|r| r.name == name) {
+                    Some(r) => {
+                        r.expected = true;
+                        r.filters = filters;
+                    }
+                    None => routes.push(Route {
+                        name,
+                        filters,
+                        expected: true,
+                        tx: None,
+                    }),
+                }
+            }
+            routes.retain(|r| r.expected || r.tx.as_ref().is_some_and(|tx| !tx.is_closed()));
+        });
+    }
+
+    pub fn metrics(&self) -> Arc<BrokerMetrics> {
+        self.shared.metrics.clone()
+    }
+}
+
+impl Shared {
+    fn subscribe(&self, name: String, filters: Vec<TopicFilter>) -> mpsc::Receiver<Delivery> {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        self.routes.send_modify(|routes| {
+            let routes = Arc::make_mut(routes);
+            match routes.iter_mut().find(|r| r.name == name) {
+                Some(r) => {
+                    r.filters = filters;
+                    r.tx = Some(tx);
+                }
+                None => routes.push(Route {
+                    name,
+                    filters,
+                    expected: false,
+                    tx: Some(tx),
+                }),
+            }
+        });
+        rx
+    }
+
+    /// A subscriber's queue closed: an expected one is waited for, any other forgotten.
+    fn gone(&self, name: &str) {
+        self.routes.send_if_modified(|routes| {
+            let Some(i) = routes
+                .iter()
+                .position(|r| r.name == name && r.tx.as_ref().is_some_and(mpsc::Sender::is_closed))
+            else {
+                return false;
+            };
+            let routes = Arc::make_mut(routes);
+            if routes[i].expected {
+                routes[i].tx = None;
+            } else {
+                routes.remove(i);
+            }
+            true
+        });
+    }
+
+    /// Hands `msg` to every subscriber that claims it, waiting for room in their queues
+    /// and for expected subscribers that are away; returns the commit answers to wait
+    /// for (none without `ack`, or when nobody claims the topic).
+    async fn deliver(
+        &self,
+        msg: Message,
+        ack: bool,
+    ) -> Result<Vec<oneshot::Receiver<Committed>>, Refused> {
+        let mut changes = self.routes.subscribe();
+        let mut delivered: Vec<String> = Vec::new();
+        let mut answers = Vec::new();
+        let started = tokio::time::Instant::now();
+        let mut logged = false;
+        loop {
+            let routes = changes.borrow_and_update().clone();
+            let mut claimed = false;
+            let mut away = None;
+            for r in routes.iter().filter(|r| r.claims(&msg.topic)) {
+                claimed = true;
+                if delivered.contains(&r.name) {
+                    continue;
+                }
+                let Some(tx) = &r.tx else {
+                    away = Some(r.name.clone());
+                    continue;
+                };
+                let (answer, rx) = if ack {
+                    let (tx, rx) = oneshot::channel();
+                    (Some(tx), Some(rx))
+                } else {
+                    (None, None)
+                };
+                let d = Delivery {
+                    msg: msg.clone(),
+                    ack: answer,
+                };
+                if tx.send(d).await.is_ok() {
+                    delivered.push(r.name.clone());
+                    answers.extend(rx);
+                } else {
+                    self.gone(&r.name);
+                    if r.expected {
+                        away = Some(r.name.clone());
+                    }
+                }
+            }
+            if !claimed {
+                self.unclaimed(&msg.topic);
+                return Ok(answers);
+            }
+            let Some(driver) = away else {
+                return Ok(answers);
+            };
+            // An expected driver is not subscribed (yet): wait for the table to change.
+            let wait = WAIT_LOGGED.saturating_sub(started.elapsed());
+            tokio::select! {
+                changed = changes.changed() => changed.map_err(|_| Refused::Stopping)?,
+                _ = tokio::time::sleep(wait), if !logged => {
+                    logged = true;
+                    tracing::warn!(topic = %msg.topic, %driver, "embedded broker: a message waits for its driver to subscribe; its publisher is held back");
+                }
+            }
+        }
+    }
+
+    fn unclaimed(&self, topic: &str) {
+        self.metrics.unclaimed.fetch_add(1, Ordering::Relaxed);
+        let mut seen = self
+            .unclaimed_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if seen.len() < UNCLAIMED_LOGGED && seen.insert(topic.to_string()) {
+            tracing::info!(%topic, "embedded broker: no mqtt driver claims this topic; its messages are acknowledged and dropped");
+        }
+    }
+
+    /// One PUBLISH, from delivery to the answer its PUBACK waits for.
+    async fn publish(&self, msg: Message, qos: QoS) -> Result<(), Refused> {
+        let answers = self.deliver(msg, qos != QoS::AtMostOnce).await?;
+        for a in answers {
+            if a.await.is_err() {
+                self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "embedded broker: a publish was not committed; not acknowledged, closing its connection so the client sends it again"
+                );
+                return Err(Refused::NotCommitted);
+            }
+        }
+        self.metrics.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl LocalBroker for EmbeddedBroker {
@@ -85,36 +321,37 @@ impl LocalBroker for EmbeddedBroker {
         &self,
         subscriber: &str,
         filters: Vec<TopicFilter>,
-    ) -> BoxFuture<Result<mpsc::Receiver<Message>, String>> {
-        let hub = self.hub.clone();
-        let name = subscriber.to_string();
-        Box::pin(async move {
-            let (reply, rx) = oneshot::channel();
-            hub.send(HubCmd::Subscribe {
-                name,
-                filters,
-                reply,
-            })
-            .await
-            .map_err(|_| "the embedded broker has stopped".to_string())?;
-            rx.await
-                .map_err(|_| "the embedded broker has stopped".to_string())
-        })
+    ) -> BoxFuture<Result<mpsc::Receiver<Delivery>, String>> {
+        let rx = self.shared.subscribe(subscriber.to_string(), filters);
+        tracing::debug!(driver = %subscriber, "subscribed to the embedded broker");
+        Box::pin(async move { Ok(rx) })
     }
 
     fn publish(&self, msg: Message) -> BoxFuture<Result<(), String>> {
-        let hub = self.hub.clone();
+        let shared = self.shared.clone();
         Box::pin(async move {
-            hub.send(HubCmd::Publish(msg))
+            shared
+                .deliver(msg, false)
                 .await
-                .map_err(|_| "the embedded broker has stopped".to_string())
+                .map(drop)
+                .map_err(|e| format!("the embedded broker: {e}"))
         })
     }
 }
 
-/// Starts the broker's threads, its TLS front and the hub task (on the current runtime).
-/// `stop` closes the TLS front.
-pub fn start(s: &BrokerSettings, stop: CancellationToken) -> Result<EmbeddedBroker, BrokerError> {
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, BrokerError> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| BrokerError::Bind { addr, source })
+}
+
+/// Starts the broker's server thread and its TLS front (on the current runtime), with
+/// `drivers` as the first [`EmbeddedBroker::expect`]. `stop` closes the TLS front.
+pub fn start(
+    s: &BrokerSettings,
+    drivers: Vec<(String, Vec<TopicFilter>)>,
+    stop: CancellationToken,
+) -> Result<EmbeddedBroker, BrokerError> {
     let mut users = BTreeMap::new();
     for (user, file) in &s.users {
         let secret = Secret::from_password_file(file).map_err(|source| BrokerError::Password {
@@ -127,101 +364,63 @@ pub fn start(s: &BrokerSettings, stop: CancellationToken) -> Result<EmbeddedBrok
         (Some(cert), Some(key)) => Some(skygate_drivers::tls::server_config(cert, key)?),
         _ => None,
     };
-    // rumqttd binds in its own thread and only logs a failure there; find out here. The
-    // port is free again when the probe drops, and taken by rumqttd a moment later.
-    // Port 0 (a demo or test broker) becomes the free port the probe was given.
-    let listen = match s.listen {
-        Some(addr) => Some(
-            std::net::TcpListener::bind(addr)
-                .and_then(|l| l.local_addr())
-                .map_err(|source| BrokerError::Bind { addr, source })?,
-        ),
-        None => None,
-    };
-    // The TLS front binds for real; rumqttd gets a loopback port of its own behind it.
-    let front = match (s.tls_listen, tls) {
-        (Some(addr), Some(tls)) => {
-            let std_listener = std::net::TcpListener::bind(addr)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|source| BrokerError::Bind { addr, source })?;
-            let internal = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map_err(|source| BrokerError::Bind { addr, source })?;
-            Some((std_listener, tls, internal))
-        }
-        _ => None,
-    };
+    let mut listeners = Vec::new();
+    if let Some(addr) = s.listen {
+        listeners.push(("mqtt", bind(addr)?));
+    }
+    // The TLS front binds the public address; the server gets a loopback port behind it.
+    let mut front = None;
+    if let (Some(addr), Some(tls)) = (s.tls_listen, tls) {
+        let public = bind(addr)?;
+        let internal = bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let internal_addr = internal
+            .local_addr()
+            .map_err(|source| BrokerError::Bind { addr, source })?;
+        listeners.push(("mqtts", internal));
+        front = Some((public, tls, internal_addr));
+    }
 
-    let connections = {
-        let mut c = ConnectionSettings {
-            connection_timeout_ms: 10_000,
-            max_payload_size: s.max_payload,
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        };
-        if !s.allow_anonymous {
-            let users = Arc::new(users);
-            c.set_auth_handler(move |_client: String, user: String, pass: String| {
-                let ok = users
-                    .get(&user)
-                    .is_some_and(|secret| secret.matches(pass.as_bytes()));
-                if !ok {
-                    tracing::warn!(%user, "embedded broker: login refused");
-                }
-                async move { ok }
-            });
-        }
-        c
+    let shared = Arc::new(Shared {
+        routes: watch::Sender::new(Arc::new(Vec::new())),
+        metrics: Arc::default(),
+        unclaimed_seen: Mutex::default(),
+    });
+    let broker = EmbeddedBroker {
+        shared: shared.clone(),
     };
-    let server = |name: &str, listen, tls| ServerSettings {
-        name: name.to_string(),
-        listen,
-        tls,
-        next_connection_delay_ms: 1,
-        connections: connections.clone(),
-    };
-    let mut v4 = std::collections::HashMap::new();
-    if let Some(addr) = listen {
-        v4.insert("mqtt".to_string(), server("mqtt", addr, None));
-    }
-    if let Some((_, _, internal)) = &front {
-        v4.insert("mqtts".to_string(), server("mqtts", *internal, None));
-    }
-    let config = Config {
-        id: 0,
-        router: RouterConfig {
-            max_connections: s.max_connections + 1,
-            max_outgoing_packet_count: 200,
-            // One segment holds at least one message of the largest size allowed.
-            max_segment_size: (s.max_payload + 64 * 1024).max(1 << 20),
-            max_segment_count: 4,
-            ..RouterConfig::default()
-        },
-        v4: Some(v4),
-        ..Config::default()
-    };
-    let mut broker = Broker::new(config);
-    let (mut link_tx, link_rx) = broker
-        .link("skygate-ingest")
-        .map_err(|e| BrokerError::Start(format!("in-process link: {e}")))?;
-    link_tx
-        .subscribe("#")
-        .map_err(|e| BrokerError::Start(format!("in-process subscription: {e}")))?;
+    broker.expect(drivers);
+    let auth = Arc::new(Auth {
+        users: (!s.allow_anonymous).then_some(users),
+        metrics: shared.metrics.clone(),
+    });
+    let max_connections = s.max_connections;
+    // Topic and header on top of the largest payload allowed.
+    let max_frame = u32::try_from(s.max_payload + 64 * 1024).unwrap_or(u32::MAX);
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
-            // Returns only when every listener has failed.
-            match broker.start() {
-                Ok(()) => tracing::error!("embedded broker: every listener stopped"),
-                Err(e) => tracing::error!(error = %e, "embedded broker stopped"),
+            let result = serve(
+                listeners,
+                shared,
+                auth,
+                max_connections,
+                max_frame,
+                started_tx,
+            );
+            if let Err(e) = result {
+                tracing::error!(error = %e, "embedded broker stopped");
             }
         })
         .map_err(|e| BrokerError::Start(format!("thread: {e}")))?;
-    if let Some((listener, tls, internal)) = front {
+    started_rx
+        .recv()
+        .map_err(|_| BrokerError::Start("the server thread ended at start".into()))?
+        .map_err(|e| BrokerError::Start(e.to_string()))?;
+
+    if let Some((public, tls, internal)) = front {
         let listener =
-            tokio::net::TcpListener::from_std(listener).map_err(|source| BrokerError::Bind {
+            tokio::net::TcpListener::from_std(public).map_err(|source| BrokerError::Bind {
                 addr: internal,
                 source,
             })?;
@@ -234,19 +433,115 @@ pub fn start(s: &BrokerSettings, stop: CancellationToken) -> Result<EmbeddedBrok
         );
         tokio::spawn(relay(tls, internal));
     }
-    let (hub_tx, hub_rx) = mpsc::channel(16);
-    tokio::spawn(hub(link_tx, link_rx, hub_rx));
     tracing::info!(
-        listen = ?listen,
+        listen = ?s.listen,
         tls_listen = ?s.tls_listen,
         users = s.users.len(),
         anonymous = s.allow_anonymous,
         "embedded MQTT broker started"
     );
-    Ok(EmbeddedBroker { hub: hub_tx })
+    Ok(broker)
 }
 
-/// Relays each TLS connection to rumqttd's internal listener, byte for byte.
+/// Who may connect.
+#[derive(Debug)]
+struct Auth {
+    /// `None`: anonymous clients are allowed.
+    users: Option<BTreeMap<String, Secret>>,
+    metrics: Arc<BrokerMetrics>,
+}
+
+impl Auth {
+    fn allows(&self, user: Option<&str>, password: Option<&[u8]>) -> bool {
+        let Some(users) = &self.users else {
+            return true;
+        };
+        let (Some(user), Some(password)) = (user, password) else {
+            return false;
+        };
+        users.get(user).is_some_and(|s| s.matches(password))
+    }
+}
+
+/// The MQTT server on this thread's own runtime, until it stops. Reports on `started`
+/// once its listeners are registered.
+fn serve(
+    listeners: Vec<(&'static str, std::net::TcpListener)>,
+    shared: Arc<Shared>,
+    auth: Arc<Auth>,
+    max_connections: usize,
+    max_frame: u32,
+    started: std::sync::mpsc::Sender<std::io::Result<()>>,
+) -> std::io::Result<()> {
+    ntex_rt::System::new("mqtt-broker", ntex_net::DefaultRuntime).block_on(async move {
+        let cfg: SharedCfg = SharedCfg::new("skygate-broker")
+            .add(
+                MqttServiceConfig::new()
+                    .set_max_qos(QoS::ExactlyOnce)
+                    .set_max_size(max_frame)
+                    .set_max_receive(MAX_INFLIGHT)
+                    .set_max_receive_size(MAX_INFLIGHT_BYTES)
+                    .set_connect_timeout(CONNECT_TIMEOUT)
+                    // What arrived before a disconnect was seen is stored, not dropped.
+                    .set_handle_qos_after_disconnect(Some(QoS::AtLeastOnce)),
+            )
+            .into();
+        let mut builder = ntex_server::net::ServerBuilder::default()
+            .workers(1)
+            .maxconn(max_connections.max(1))
+            .disable_signals();
+        for (name, listener) in listeners {
+            let shared = shared.clone();
+            let auth = auth.clone();
+            let built = builder.listen(name, listener, cfg.clone(), async move |_| {
+                let shared = shared.clone();
+                let auth = auth.clone();
+                v3::MqttServer::new(ntex_service::fn_service(move |p: v3::Publish| {
+                    let shared = shared.clone();
+                    async move {
+                        let payload = p.read_all().await.map_err(|_| Refused::Payload)?;
+                        let msg = Message {
+                            topic: p.publish_topic().to_string(),
+                            payload: bytes::Bytes::copy_from_slice(&payload),
+                        };
+                        shared.publish(msg, p.qos()).await
+                    }
+                }))
+                .build(ntex_service::fn_service(move |c: v3::Connect| {
+                    let auth = auth.clone();
+                    async move { Ok::<_, Refused>(connect(&auth, c)) }
+                }))
+            });
+            builder = match built {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = started.send(Err(e));
+                    return Ok(());
+                }
+            };
+        }
+        let _ = started.send(Ok(()));
+        builder.run().await
+    })
+}
+
+fn connect(auth: &Auth, c: v3::Connect) -> v3::ConnectAck<()> {
+    let pkt = c.packet();
+    let user = pkt.username.as_ref().map(|u| u.to_string());
+    if !auth.allows(user.as_deref(), pkt.password.as_deref()) {
+        auth.metrics.logins_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            user = user.as_deref().unwrap_or(""),
+            "embedded broker: login refused"
+        );
+        return c.bad_username_or_pwd();
+    }
+    auth.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(client = %pkt.client_id, "embedded broker: client connected");
+    c.ack((), false)
+}
+
+/// Relays each TLS connection to the server's internal listener, byte for byte.
 async fn relay(mut tls: TlsListener, internal: SocketAddr) {
     loop {
         let (mut conn, remote) = tls.accept().await;
@@ -262,75 +557,5 @@ async fn relay(mut tls: TlsListener, internal: SocketAddr) {
                 }
             }
         });
-    }
-}
-
-struct Subscriber {
-    name: String,
-    filters: Vec<TopicFilter>,
-    tx: mpsc::Sender<Message>,
-}
-
-/// Owns the in-process link and the subscriber list. Ends when the link closes.
-async fn hub(
-    // Also keeps the link (and its subscription) alive while the hub runs.
-    mut link_tx: rumqttd::local::LinkTx,
-    mut link_rx: rumqttd::local::LinkRx,
-    mut cmds: mpsc::Receiver<HubCmd>,
-) {
-    let mut subs: Vec<Subscriber> = Vec::new();
-    let mut unclaimed: HashSet<String> = HashSet::new();
-    loop {
-        let note = tokio::select! {
-            Some(cmd) = cmds.recv() => {
-                match cmd {
-                    HubCmd::Subscribe { name, filters, reply } => {
-                        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-                        if reply.send(rx).is_ok() {
-                            tracing::debug!(driver = %name, filters = filters.len(), "subscribed to the embedded broker");
-                            subs.push(Subscriber { name, filters, tx });
-                        }
-                    }
-                    HubCmd::Publish(m) => {
-                        if let Err(e) = link_tx.publish(m.topic, m.payload.to_vec()) {
-                            tracing::warn!(error = %e, "embedded broker: in-process publish failed");
-                        }
-                    }
-                }
-                continue;
-            }
-            n = link_rx.next() => n,
-        };
-        let forward = match note {
-            Ok(Some(Notification::Forward(f))) => f,
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::error!(error = %e, "embedded broker link closed");
-                return;
-            }
-        };
-        let topic = String::from_utf8_lossy(&forward.publish.topic).into_owned();
-        let msg = Message {
-            topic,
-            payload: forward.publish.payload,
-        };
-        let mut claimed = false;
-        let mut gone = Vec::new();
-        for (i, s) in subs.iter().enumerate() {
-            if !s.filters.iter().any(|f| f.matches(&msg.topic)) {
-                continue;
-            }
-            claimed = true;
-            if s.tx.send(msg.clone()).await.is_err() {
-                gone.push(i);
-            }
-        }
-        for i in gone.into_iter().rev() {
-            let s = subs.swap_remove(i);
-            tracing::debug!(driver = %s.name, "unsubscribed from the embedded broker");
-        }
-        if !claimed && unclaimed.len() < UNCLAIMED_LOGGED && unclaimed.insert(msg.topic.clone()) {
-            tracing::info!(topic = %msg.topic, "embedded broker: no mqtt driver subscribes to this topic; its messages are dropped");
-        }
     }
 }

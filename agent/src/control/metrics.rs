@@ -101,6 +101,38 @@ pub(super) async fn render(s: &ControlState) -> String {
         "Readings dropped: their stream has no route",
         s.ingest.counters.unrouted.load(Ordering::Relaxed),
     );
+    if let Some(b) = &s.broker {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (name, help, v) in [
+            (
+                "broker_connections",
+                "Embedded broker: clients connected",
+                n(&b.connections),
+            ),
+            (
+                "broker_logins_refused",
+                "Embedded broker: wrong user or password",
+                n(&b.logins_refused),
+            ),
+            (
+                "broker_published",
+                "Embedded broker: publishes handled (QoS 1/2: acknowledged after commit)",
+                n(&b.published),
+            ),
+            (
+                "broker_refused",
+                "Embedded broker: publishes not acknowledged (commit not confirmed)",
+                n(&b.refused),
+            ),
+            (
+                "broker_unclaimed",
+                "Embedded broker: publishes acknowledged and dropped, no driver claims the topic",
+                n(&b.unclaimed),
+            ),
+        ] {
+            counter(&mut reg, name, help, v);
+        }
+    }
     counter(
         &mut reg,
         "buffer_records_committed",

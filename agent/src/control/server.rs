@@ -47,6 +47,8 @@ pub struct ControlState {
     pub clock: Arc<dyn Clock>,
     pub audit: Audit,
     pub rates: super::rates::Rates,
+    /// The embedded MQTT broker's counters, when it runs.
+    pub broker: Option<std::sync::Arc<crate::broker::BrokerMetrics>>,
 }
 
 /// Who is on the other end: on the Unix socket the kernel says which user

@@ -20,7 +20,7 @@ use skygate_bsp::{Board, GenericLinux};
 use skygate_drivers::files::FilesDriver;
 use skygate_drivers::http::HttpDriver;
 use skygate_drivers::modbus::ModbusDriver;
-use skygate_drivers::mqtt::{LocalBroker, MqttDriver};
+use skygate_drivers::mqtt::{BrokerRef, LocalBroker, MqttDriver, TopicFilter};
 use skygate_drivers::serial::SerialDriver;
 use skygate_drivers::sim::SimDriver;
 use skygate_drivers::{Clock, Driver, SystemClock};
@@ -251,13 +251,18 @@ pub async fn start_with(
         view.clone(),
     ));
 
-    let local = match &settings.broker {
-        Some(b) => Some(Arc::new(crate::broker::start(b, stop.clone())?) as Arc<dyn LocalBroker>),
+    let broker = match &settings.broker {
+        Some(b) => Some(crate::broker::start(
+            b,
+            embedded_mqtt_drivers(&settings),
+            stop.clone(),
+        )?),
         None => None,
     };
     let registry = DriverRegistry::default();
     let factory = DriverFactory {
-        local,
+        local: broker.clone().map(|b| Arc::new(b) as Arc<dyn LocalBroker>),
+        broker: broker.clone(),
         data_dir: data_dir.to_path_buf(),
         buffer: buffer.clone(),
         sinks: sink_status.clone(),
@@ -296,6 +301,7 @@ pub async fn start_with(
         clock: clock.clone(),
         audit: audit.clone(),
         rates: Default::default(),
+        broker: broker.as_ref().map(crate::broker::EmbeddedBroker::metrics),
     };
     let control =
         crate::control::serve(control_state, &settings.control, control_stop.clone()).await?;
@@ -427,9 +433,33 @@ pub(crate) struct DriverFactory {
     drivers: DriverRegistry,
     /// The embedded MQTT broker, for `broker = "embedded"` drivers.
     local: Option<Arc<dyn LocalBroker>>,
+    broker: Option<crate::broker::EmbeddedBroker>,
+}
+
+/// The drivers that read the embedded broker, with their topic filters.
+fn embedded_mqtt_drivers(settings: &Settings) -> Vec<(String, Vec<TopicFilter>)> {
+    settings
+        .drivers
+        .values()
+        .filter_map(|d| match &d.kind {
+            DriverKind::Mqtt(cfg) if cfg.broker == BrokerRef::Embedded => Some((
+                d.name.clone(),
+                cfg.topics.iter().map(|t| t.filter.clone()).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 impl DriverFactory {
+    /// Tells the embedded broker which drivers claim which topics (see its module doc:
+    /// their messages wait for them while they restart).
+    pub fn expect_broker_drivers(&self, settings: &Settings) {
+        if let Some(b) = &self.broker {
+            b.expect(embedded_mqtt_drivers(settings));
+        }
+    }
+
     pub fn driver(&self, d: &DriverSettings) -> Box<dyn Driver> {
         match &d.kind {
             DriverKind::Sim(cfg) => Box::new(SimDriver::new(&d.name, cfg)),

@@ -331,6 +331,7 @@ impl Manager {
             let _ = installed.await;
         }
         self.current = next;
+        self.factory.expect_broker_drivers(&self.current);
         let start: Vec<String> = report
             .drivers_started
             .iter()

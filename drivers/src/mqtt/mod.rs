@@ -15,6 +15,9 @@
 //!   was not committed when the agent stopped is not acknowledged, and the broker sends it
 //!   again on the next connection. Acknowledgements go out in the order messages came, as
 //!   MQTT requires.
+//! - QoS 1/2 from the embedded broker: each [`Delivery`] carries the answer its PUBACK
+//!   waits for; the driver answers once the message's readings are committed (in the
+//!   order delivered), or at once when the message gives nothing to store.
 //! - A payload that does not decode is counted (`decode_errors`), reported in the
 //!   driver's recent errors with its topic, and dropped; a field that does not convert
 //!   is a bad-quality reading. Nothing a publisher sends can stop the driver.
@@ -53,14 +56,26 @@ pub struct Message {
     pub payload: Bytes,
 }
 
+/// A message from the embedded broker and, for a QoS 1/2 publish, the answer its
+/// publisher waits for: the broker acknowledges the PUBLISH only once every subscriber
+/// has answered [`Committed`]; a dropped `ack` means "not committed", and the broker
+/// closes the publisher's connection without acknowledging, so the instrument sends
+/// the message again.
+#[derive(Debug)]
+pub struct Delivery {
+    pub msg: Message,
+    pub ack: Option<oneshot::Sender<Committed>>,
+}
+
 /// The agent's embedded broker, as an MQTT driver sees it.
 pub trait LocalBroker: Send + Sync + std::fmt::Debug + 'static {
-    /// Messages on any of `filters` from now on, until the receiver is dropped.
+    /// Messages on any of `filters` from now on, until the receiver is dropped. One
+    /// subscription per `subscriber` name: a new one replaces the old.
     fn subscribe(
         &self,
         subscriber: &str,
         filters: Vec<TopicFilter>,
-    ) -> BoxFuture<Result<mpsc::Receiver<Message>, String>>;
+    ) -> BoxFuture<Result<mpsc::Receiver<Delivery>, String>>;
 
     /// Publishes as a client would (simulated instruments use this).
     fn publish(&self, msg: Message) -> BoxFuture<Result<(), String>>;
@@ -68,6 +83,9 @@ pub trait LocalBroker: Send + Sync + std::fmt::Debug + 'static {
 
 /// QoS 1 messages received but not yet acknowledged, at most: the client's inflight.
 const MAX_UNACKED: usize = 100;
+/// Embedded-broker messages whose commit the driver waits for, at most; past it the
+/// driver stops taking deliveries (the broker's queue, then its publishers, wait).
+const MAX_PENDING_ACKS: usize = 4096;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
 
@@ -134,16 +152,43 @@ impl MqttDriver {
             tokio::spawn(sim::instruments(local.clone(), ctx.cancel.child_token()));
         }
         ctx.health.ok();
+        // Commits answered in the order sent, so the oldest pending is answered first.
+        let mut pending: VecDeque<(oneshot::Receiver<Committed>, oneshot::Sender<Committed>)> =
+            VecDeque::new();
         loop {
-            let msg = tokio::select! {
-                _ = ctx.cancel.cancelled() => return Ok(()),
-                m = rx.recv() => m,
+            let full = pending.len() >= MAX_PENDING_ACKS;
+            let oldest = async {
+                match pending.front_mut() {
+                    Some((rx, _)) => rx.await,
+                    None => std::future::pending().await,
+                }
             };
-            let Some(msg) = msg else {
+            let delivery = tokio::select! {
+                _ = ctx.cancel.cancelled() => return Ok(()),
+                committed = oldest => {
+                    let (_, ack) = pending.pop_front().expect("front exists");
+                    match committed {
+                        Ok(c) => { let _ = ack.send(c); }
+                        // Not committed (the agent is stopping): the ack is dropped, so
+                        // the broker does not acknowledge and the publisher resends.
+                        Err(_) => drop(ack),
+                    }
+                    continue;
+                }
+                d = rx.recv(), if !full => d,
+            };
+            let Some(Delivery { msg, ack }) = delivery else {
                 return Err(self.fatal("the embedded broker stopped".into()));
             };
-            if self.handle(ctx, &msg, false).await.is_err() {
-                return Ok(());
+            match self.handle(ctx, &msg, ack.is_some()).await {
+                Ok(Some(committed)) => pending.push_back((committed, ack.expect("asked for"))),
+                // Nothing to store (not decoded, or nothing in it): answered at once.
+                Ok(None) => {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Committed::NotRouted);
+                    }
+                }
+                Err(SendError) => return Ok(()),
             }
         }
     }
