@@ -141,6 +141,7 @@ fn bursts_are_stored_whole(durability: &str) {
         Command::new("mosquitto_pub")
             .args(["-h", "127.0.0.1", "-p", &probe, "-q", "1"])
             .args(["-t", "probe", "-m", "x"])
+            .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     });
