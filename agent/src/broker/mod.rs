@@ -38,6 +38,8 @@
 //!   loads the certificate and key, reads every password file.
 //! - Behind the TLS front, the server sees every TLS client as coming from 127.0.0.1;
 //!   logins are still per user.
+//! - Not built for 32-bit ARM (armv7): ntex-net 4.0 depends there on a syscall crate that
+//!   no longer compiles; `start` says so, and armv7 gateways use an external broker.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -46,9 +48,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::serve::Listener;
+#[cfg(not(target_arch = "arm"))]
 use ntex_mqtt::v3;
+#[cfg(not(target_arch = "arm"))]
 use ntex_mqtt::{MqttServiceConfig, QoS};
+#[cfg(not(target_arch = "arm"))]
 use ntex_service::cfg::SharedCfg;
+#[cfg(not(target_arch = "arm"))]
 use ntex_util::time::Seconds;
 use skygate_drivers::mqtt::{Delivery, LocalBroker, Message, TopicFilter};
 use skygate_drivers::{BoxFuture, Committed};
@@ -71,6 +77,7 @@ pub const UNCLAIMED_LOGGED: usize = 32;
 /// A delivery waiting this long for an expected driver is logged (once per message).
 const WAIT_LOGGED: Duration = Duration::from_secs(5);
 /// Time a client has to send its CONNECT.
+#[cfg(not(target_arch = "arm"))]
 const CONNECT_TIMEOUT: Seconds = Seconds(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -299,9 +306,10 @@ impl Shared {
         }
     }
 
-    /// One PUBLISH, from delivery to the answer its PUBACK waits for.
-    async fn publish(&self, msg: Message, qos: QoS) -> Result<(), Refused> {
-        let answers = self.deliver(msg, qos != QoS::AtMostOnce).await?;
+    #[cfg_attr(target_arch = "arm", allow(dead_code))]
+    /// One PUBLISH, from delivery to the answer its PUBACK waits for (`ack`: QoS 1/2).
+    async fn publish(&self, msg: Message, ack: bool) -> Result<(), Refused> {
+        let answers = self.deliver(msg, ack).await?;
         for a in answers {
             if a.await.is_err() {
                 self.metrics.refused.fetch_add(1, Ordering::Relaxed);
@@ -445,6 +453,7 @@ pub fn start(
 
 /// Who may connect.
 #[derive(Debug)]
+#[cfg_attr(target_arch = "arm", allow(dead_code))]
 struct Auth {
     /// `None`: anonymous clients are allowed.
     users: Option<BTreeMap<String, Secret>>,
@@ -452,6 +461,7 @@ struct Auth {
 }
 
 impl Auth {
+    #[cfg_attr(target_arch = "arm", allow(dead_code))]
     fn allows(&self, user: Option<&str>, password: Option<&[u8]>) -> bool {
         let Some(users) = &self.users else {
             return true;
@@ -463,8 +473,25 @@ impl Auth {
     }
 }
 
+/// See the module doc: no MQTT server on 32-bit ARM.
+#[cfg(target_arch = "arm")]
+fn serve(
+    _listeners: Vec<(&'static str, std::net::TcpListener)>,
+    _shared: Arc<Shared>,
+    _auth: Arc<Auth>,
+    _max_connections: usize,
+    _max_frame: u32,
+    started: std::sync::mpsc::Sender<std::io::Result<()>>,
+) -> std::io::Result<()> {
+    let _ = started.send(Err(std::io::Error::other(
+        "the embedded broker is not built for 32-bit ARM; use an external broker (mqtt driver with url)",
+    )));
+    Ok(())
+}
+
 /// The MQTT server on this thread's own runtime, until it stops. Reports on `started`
 /// once its listeners are registered.
+#[cfg(not(target_arch = "arm"))]
 fn serve(
     listeners: Vec<(&'static str, std::net::TcpListener)>,
     shared: Arc<Shared>,
@@ -504,7 +531,7 @@ fn serve(
                             topic: p.publish_topic().to_string(),
                             payload: bytes::Bytes::copy_from_slice(&payload),
                         };
-                        shared.publish(msg, p.qos()).await
+                        shared.publish(msg, p.qos() != QoS::AtMostOnce).await
                     }
                 }))
                 .build(ntex_service::fn_service(move |c: v3::Connect| {
@@ -525,6 +552,7 @@ fn serve(
     })
 }
 
+#[cfg(not(target_arch = "arm"))]
 fn connect(auth: &Auth, c: v3::Connect) -> v3::ConnectAck<()> {
     let pkt = c.packet();
     let user = pkt.username.as_ref().map(|u| u.to_string());
