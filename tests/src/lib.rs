@@ -523,6 +523,26 @@ pub fn kafka_consume(
         .collect()
 }
 
+/// `skygate buffer export` of a stopped agent's data dir: every record still in the
+/// buffer, as parsed NDJSON lines.
+pub fn buffer_export(data_dir: &Path) -> Vec<serde_json::Value> {
+    let out = skygate(&[
+        "buffer",
+        "export",
+        "--data-dir",
+        data_dir.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+        .collect()
+}
+
 /// `skygate sinks --json` of a running agent: each sink's state, last error and counters.
 pub fn sinks_json(data_dir: &Path) -> serde_json::Value {
     let out = skygate(&[

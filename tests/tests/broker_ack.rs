@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use skygate_e2e::{Agent, Peer, free_port, peer_python, peers_dir, skygate, wait_until};
+use skygate_e2e::{Agent, Peer, buffer_export, free_port, peer_python, peers_dir, wait_until};
 
 const BURST: usize = 20_000;
 
@@ -61,21 +61,8 @@ sinks = ["archive"]
 /// Every record of stream `burst` in the buffer (the agent stopped), as
 /// channel -> values in seq order.
 fn stored(data: &Path) -> BTreeMap<String, Vec<u64>> {
-    let out = skygate(&[
-        "buffer",
-        "export",
-        "--data-dir",
-        data.to_str().expect("utf-8"),
-    ]);
-    assert!(
-        out.status.success(),
-        "export: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut rows: Vec<(u64, String, u64)> = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("NDJSON"))
+    let mut rows: Vec<(u64, String, u64)> = buffer_export(data)
+        .into_iter()
         .filter(|r| r["stream"] == "burst")
         .map(|r| {
             (

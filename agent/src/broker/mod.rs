@@ -113,7 +113,7 @@ pub struct BrokerMetrics {
 /// A subscriber as the broker routes to it.
 #[derive(Debug, Clone)]
 struct Route {
-    name: String,
+    name: Arc<str>,
     filters: Vec<TopicFilter>,
     /// Named by the pipeline as a driver of this broker: its messages wait for it.
     expected: bool,
@@ -168,13 +168,13 @@ impl EmbeddedBroker {
                 r.expected = false;
             }
             for (name, filters) in drivers {
-                match routes.iter_mut().find(|r| r.name == name) {
+                match routes.iter_mut().find(|r| *r.name == *name) {
                     Some(r) => {
                         r.expected = true;
                         r.filters = filters;
                     }
                     None => routes.push(Route {
-                        name,
+                        name: Arc::from(name),
                         filters,
                         expected: true,
                         tx: None,
@@ -195,13 +195,13 @@ impl Shared {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         self.routes.send_modify(|routes| {
             let routes = Arc::make_mut(routes);
-            match routes.iter_mut().find(|r| r.name == name) {
+            match routes.iter_mut().find(|r| *r.name == *name) {
                 Some(r) => {
                     r.filters = filters;
                     r.tx = Some(tx);
                 }
                 None => routes.push(Route {
-                    name,
+                    name: Arc::from(name),
                     filters,
                     expected: false,
                     tx: Some(tx),
@@ -214,10 +214,9 @@ impl Shared {
     /// A subscriber's queue closed: an expected one is waited for, any other forgotten.
     fn gone(&self, name: &str) {
         self.routes.send_if_modified(|routes| {
-            let Some(i) = routes
-                .iter()
-                .position(|r| r.name == name && r.tx.as_ref().is_some_and(mpsc::Sender::is_closed))
-            else {
+            let Some(i) = routes.iter().position(|r| {
+                *r.name == *name && r.tx.as_ref().is_some_and(mpsc::Sender::is_closed)
+            }) else {
                 return false;
             };
             let routes = Arc::make_mut(routes);
@@ -239,7 +238,7 @@ impl Shared {
         ack: bool,
     ) -> Result<Vec<oneshot::Receiver<Committed>>, Refused> {
         let mut changes = self.routes.subscribe();
-        let mut delivered: Vec<String> = Vec::new();
+        let mut delivered: Vec<Arc<str>> = Vec::new();
         let mut answers = Vec::new();
         let started = tokio::time::Instant::now();
         let mut logged = false;
@@ -405,24 +404,23 @@ pub fn start(
     // Topic and header on top of the largest payload allowed.
     let max_frame = u32::try_from(s.max_payload + 64 * 1024).unwrap_or(u32::MAX);
     let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let spec = ServerSpec {
+        listeners,
+        shared,
+        auth,
+        max_connections,
+        max_frame,
+    };
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
-            let result = serve(
-                listeners,
-                shared,
-                auth,
-                max_connections,
-                max_frame,
-                started_tx,
-            );
-            if let Err(e) = result {
+            if let Err(e) = serve(spec, started_tx) {
                 tracing::error!(error = %e, "embedded broker stopped");
             }
         })
         .map_err(|e| BrokerError::Start(format!("thread: {e}")))?;
-    started_rx
-        .recv()
+    // Milliseconds: until the server thread has registered its listeners.
+    crate::util::blocking_here(|| started_rx.recv())
         .map_err(|_| BrokerError::Start("the server thread ended at start".into()))?
         .map_err(|e| BrokerError::Start(e.to_string()))?;
 
@@ -473,14 +471,22 @@ impl Auth {
     }
 }
 
+/// What the MQTT server thread serves, and with which limits.
+#[derive(Debug)]
+#[cfg_attr(target_arch = "arm", allow(dead_code))]
+struct ServerSpec {
+    listeners: Vec<(&'static str, std::net::TcpListener)>,
+    shared: Arc<Shared>,
+    auth: Arc<Auth>,
+    max_connections: usize,
+    /// Largest MQTT packet accepted, header included.
+    max_frame: u32,
+}
+
 /// See the module doc: no MQTT server on 32-bit ARM.
 #[cfg(target_arch = "arm")]
 fn serve(
-    _listeners: Vec<(&'static str, std::net::TcpListener)>,
-    _shared: Arc<Shared>,
-    _auth: Arc<Auth>,
-    _max_connections: usize,
-    _max_frame: u32,
+    _spec: ServerSpec,
     started: std::sync::mpsc::Sender<std::io::Result<()>>,
 ) -> std::io::Result<()> {
     let _ = started.send(Err(std::io::Error::other(
@@ -493,13 +499,16 @@ fn serve(
 /// once its listeners are registered.
 #[cfg(not(target_arch = "arm"))]
 fn serve(
-    listeners: Vec<(&'static str, std::net::TcpListener)>,
-    shared: Arc<Shared>,
-    auth: Arc<Auth>,
-    max_connections: usize,
-    max_frame: u32,
+    spec: ServerSpec,
     started: std::sync::mpsc::Sender<std::io::Result<()>>,
 ) -> std::io::Result<()> {
+    let ServerSpec {
+        listeners,
+        shared,
+        auth,
+        max_connections,
+        max_frame,
+    } = spec;
     ntex_rt::System::new("mqtt-broker", ntex_net::DefaultRuntime).block_on(async move {
         let cfg: SharedCfg = SharedCfg::new("skygate-broker")
             .add(
