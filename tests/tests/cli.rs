@@ -4,18 +4,98 @@ use std::time::Duration;
 
 use skygate_e2e::{Agent, last_seq, sim_rig, skygate, stats, wait_until};
 
+/// The embedded default and every main file of every example (`config/examples/*/*.toml`;
+/// `conf.d/` drop-ins are read with their main file).
+fn shipped_configs() -> Vec<std::path::PathBuf> {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut out = vec![config.join("default.toml")];
+    for dir in std::fs::read_dir(config.join("examples")).expect("config/examples") {
+        let dir = dir.expect("entry").path();
+        for f in std::fs::read_dir(&dir).into_iter().flatten() {
+            let f = f.expect("entry").path();
+            if f.extension().is_some_and(|e| e == "toml") {
+                out.push(f);
+            }
+        }
+    }
+    out.sort();
+    // The site example and the three bucket backends at least.
+    assert!(out.len() >= 5, "{out:?}");
+    out
+}
+
+/// Every config file shipped: the main files and their `conf.d/` drop-ins.
+fn shipped_config_files() -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for main in shipped_configs() {
+        let dropins = main.parent().expect("dir").join("conf.d");
+        let mut d: Vec<_> = std::fs::read_dir(dropins)
+            .into_iter()
+            .flatten()
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        d.sort();
+        out.push(main);
+        out.extend(d);
+    }
+    out
+}
+
+#[test]
+fn every_shipped_config_file_validates_against_the_json_schema_and_a_wrong_one_does_not() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let schema = root.join("config/skygate.schema.json");
+    let validate = |files: &[std::path::PathBuf]| {
+        std::process::Command::new(skygate_e2e::peer_python())
+            .arg(skygate_e2e::peers_dir().join("validate_schema.py"))
+            .arg(&schema)
+            .args(files)
+            .output()
+            .expect("python")
+    };
+    let files = shipped_config_files();
+    assert!(files.len() > 8, "{files:?}");
+    let out = validate(&files);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The schema does check: an unknown key, a key of another kind, a bad type and an
+    // unknown kind are each reported where they are.
+    let d = tempfile::tempdir().expect("tmp");
+    let bad = d.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[buffer]\ndurabilty = \"power\"\n\
+         [drivers.m]\nkind = \"modbus\"\ntransport = \"tcp\"\nurl = \"x\"\ndevices = {}\n\
+         [drivers.s]\nkind = \"sim\"\npriority = 12\nchannels = {}\n\
+         [sinks.k]\nkind = \"kafak\"\n",
+    )
+    .expect("write");
+    let out = validate(std::slice::from_ref(&bad));
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "buffer:",
+        "drivers.m:",
+        "drivers.s.priority:",
+        "sinks.k.kind:",
+    ] {
+        assert!(text.contains(want), "no error at {want}: {text}");
+    }
+}
+
 #[test]
 fn check_config_accepts_the_shipped_configs_and_exits_78_with_file_line_col_on_a_bad_one() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    for f in [
-        "../config/default.toml",
-        "../config/examples/site/skygate.toml",
-    ] {
-        let p = format!("{root}/{f}");
-        let out = skygate(&["check-config", &p]);
+    for p in shipped_configs() {
+        let out = skygate(&["check-config", p.to_str().expect("utf8")]);
         assert!(
             out.status.success(),
-            "{f}: {}",
+            "{}: {}",
+            p.display(),
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -121,10 +201,11 @@ fn buffer_commands_show_what_a_running_agent_stored() {
 fn the_embedded_default_runs_with_no_config_and_fills_the_local_bucket() {
     let root = tempfile::tempdir().expect("tmp");
     let data = root.path().join("data");
+    let log = root.path().join("agent.log");
     let mut child = std::process::Command::new(skygate_e2e::skygate_bin())
         .args(["run", "--data-dir"])
         .arg(&data)
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("spawn");
     wait_until(
@@ -153,6 +234,35 @@ fn the_embedded_default_runs_with_no_config_and_fills_the_local_bucket() {
     assert!(child.wait().expect("wait").success());
     let b = skygate_e2e::read_bucket(&data.join("bucket"));
     assert!(b.records.iter().all(|r| r["gateway"] == "demo-gateway"));
+    // Human log lines in a file carry no colour codes.
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains(" INFO "), "no human log lines: {text}");
+    assert!(
+        !text.contains('\x1b'),
+        "escape codes in a log file: {text:?}"
+    );
+}
+
+#[test]
+fn human_logs_are_coloured_on_a_terminal() {
+    // util-linux `script` runs the agent on a pseudo-terminal; it stops after 3 s.
+    let root = tempfile::tempdir().expect("tmp");
+    let cmd = format!(
+        "timeout -s TERM 3 {} run --data-dir {}",
+        skygate_e2e::skygate_bin().display(),
+        root.path().join("data").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("INFO"),
+        "no log lines on the terminal: {text}"
+    );
+    assert!(text.contains("\x1b["), "no colour on a terminal: {text:?}");
 }
 
 #[test]
