@@ -63,13 +63,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        cmd @ (Command::Completions { .. } | Command::Man) => match cli::print_docs(&cmd) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("skygate: {e}");
-                ExitCode::FAILURE
+        cmd @ (Command::Completions { .. } | Command::Man | Command::ConfigSchema) => {
+            match cli::print_docs(&cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("skygate: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Buffer { command } => match cli::run_buffer(command) {
             Ok(code) => ExitCode::from(code as u8),
             Err(e) => {

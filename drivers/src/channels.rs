@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::config::{FieldError, field_err};
 use crate::reading::Value;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueType {
     #[default]
@@ -20,7 +20,7 @@ pub enum ValueType {
 }
 
 /// A channel as written in the config.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRaw {
     #[serde(rename = "type")]

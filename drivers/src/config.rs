@@ -104,6 +104,45 @@ impl ByteSize {
     }
 }
 
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size: a number of bytes, or a string such as \"64MiB\", \"1.5GB\", \"512KiB\"",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": BYTE_SIZE_PATTERN }
+            ]
+        })
+    }
+}
+
+/// What [`ByteSize::parse`] accepts, for the config's JSON Schema.
+const BYTE_SIZE_PATTERN: &str = r"^\s*[0-9.]+\s*([kKmMgGtT]([iI][bB]|[bB])?|[bB])?\s*$";
+
+/// A duration as written in the config (`"500ms"`, `"10s"`, `"1h 30m"`), for the JSON
+/// Schema of fields read with [`duration_opt`].
+#[derive(Debug)]
+pub struct DurationText;
+
+impl schemars::JsonSchema for DurationText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration: a number and a unit (ns, us, ms, s, m, h, d), e.g. \"500ms\", \"10s\", \"1h 30m\"",
+            "type": "string",
+            "pattern": r"^\s*([0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+\s*)+$",
+            "examples": ["500ms", "10s", "5m"]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -123,6 +162,80 @@ impl<'de> Deserialize<'de> for ByteSize {
             Raw::Str(s) => ByteSize::parse(&s)
                 .map(ByteSize)
                 .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A network endpoint as written: `host`, `host:port`, `[v6]` or `[v6]:port` (a bare
+/// IPv6 address is all host). Returns the host and the port if one is written; refuses
+/// what no connection could use (an empty host, a scheme, a path, a port that is not
+/// 1-65535) with the reason.
+pub fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
+    if s.contains("://") {
+        return Err("no scheme here (write host or host:port)".into());
+    }
+    let (host, port) = if let Some(inner) = s.strip_prefix('[') {
+        let (h, after) = inner.split_once(']').ok_or("unclosed '['")?;
+        match after {
+            "" => (h, None),
+            p => (h, Some(p.strip_prefix(':').ok_or("junk after ']'")?)),
+        }
+    } else {
+        match s.split_once(':') {
+            // Two or more colons without brackets: an IPv6 address, no port.
+            Some((_, rest)) if rest.contains(':') => (s, None),
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    if let Some(c) = host
+        .chars()
+        .find(|c| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#' | '[' | ']'))
+    {
+        return Err(format!("{c:?} cannot be part of a host name"));
+    }
+    let port = port
+        .map(|p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("port {p:?} is not a TCP port (1-65535)"))
+        })
+        .transpose()?;
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn endpoints_split_into_host_and_port() {
+        let ok = |s| split_host_port(s).expect(s);
+        assert_eq!(ok("10.0.0.5"), ("10.0.0.5", None));
+        assert_eq!(ok("10.0.0.5:1502"), ("10.0.0.5", Some(1502)));
+        assert_eq!(ok("mast.site"), ("mast.site", None));
+        assert_eq!(ok("fe80::1"), ("fe80::1", None));
+        assert_eq!(ok("[fe80::1]"), ("fe80::1", None));
+        assert_eq!(ok("[::1]:502"), ("::1", Some(502)));
+        for (bad, why) in [
+            ("", "no host"),
+            (":502", "no host"),
+            ("h:0", "not a TCP port"),
+            ("h:70000", "not a TCP port"),
+            ("h:", "not a TCP port"),
+            ("h:port", "not a TCP port"),
+            ("tcp://h:502", "no scheme"),
+            ("h/x", "cannot be part"),
+            ("my host", "cannot be part"),
+            ("[::1", "unclosed"),
+            ("[::1]502", "junk"),
+        ] {
+            let e = split_host_port(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad:?}: {e}");
         }
     }
 }

@@ -164,6 +164,9 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) to standard output.
     Man,
+    /// Print the config file's JSON Schema (the same as config/skygate.schema.json), for
+    /// editors that validate and complete TOML against one.
+    ConfigSchema,
     /// Inspect and repair the buffer.
     Buffer {
         #[command(subcommand)]
@@ -352,8 +355,8 @@ pub enum BufferCommand {
     },
 }
 
-/// `skygate completions SHELL` and `skygate man`: generated from the command definitions,
-/// so they never drift from what the binary accepts.
+/// `skygate completions SHELL`, `skygate man` and `skygate config-schema`: generated from
+/// the command and config definitions, so they never drift from what the binary accepts.
 pub fn print_docs(cmd: &Command) -> std::io::Result<()> {
     use clap::CommandFactory;
     let mut app = Cli::command();
@@ -362,6 +365,10 @@ pub fn print_docs(cmd: &Command) -> std::io::Result<()> {
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut app, "skygate", &mut out);
             Ok(())
+        }
+        Command::ConfigSchema => {
+            let text = serde_json::to_string_pretty(&config::schema::schema())?;
+            writeln!(out, "{text}")
         }
         _ => clap_mangen::Man::new(app).render(&mut out),
     }

@@ -15,6 +15,7 @@
 //! errors point at the right line.
 
 pub mod raw;
+pub mod schema;
 pub mod settings;
 
 use std::fmt;

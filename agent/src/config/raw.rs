@@ -19,57 +19,66 @@ pub struct Located<T> {
     pub value: T,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopRaw {
     pub gateway: Option<GatewayRaw>,
     pub buffer: Option<BufferRaw>,
     pub health: Option<HealthRaw>,
     pub control: Option<ControlRaw>,
+    #[schemars(with = "Option<BrokerRaw>")]
     pub broker: Option<Spanned<BrokerRaw>>,
     #[serde(default)]
+    #[schemars(with = "Vec<RouteRaw>")]
     pub routes: Vec<Spanned<RouteRaw>>,
     /// Workflow files (YAML), relative to the directory of the file naming them.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub workflows: Vec<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayRaw {
+    #[schemars(with = "Option<Name>")]
     pub id: Option<Spanned<Name>>,
     pub site: Option<String>,
     pub data_dir: Option<String>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BufferRaw {
     pub durability: Option<DurabilityRaw>,
     pub max_bytes: Option<ByteSize>,
     pub min_free_disk: Option<ByteSize>,
+    #[schemars(with = "Option<u32>")]
     pub commit_max_records: Option<Spanned<u32>>,
     pub commit_max_delay: Option<HumanDuration>,
     pub blob_spool_threshold: Option<ByteSize>,
 }
 
 /// The `gateway.health` heartbeat.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthRaw {
     pub enabled: Option<bool>,
+    #[schemars(with = "Option<HumanDuration>")]
     pub interval: Option<Spanned<HumanDuration>>,
     pub stream: Option<Name>,
     pub priority: Option<Priority>,
 }
 
 /// The control API: its Unix socket, and the optional TLS listener.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlRaw {
     pub socket: Option<String>,
+    #[schemars(with = "Option<String>")]
     pub socket_mode: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub socket_group: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub listen: Option<Spanned<String>>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
@@ -78,7 +87,7 @@ pub struct ControlRaw {
 
 /// The embedded MQTT broker for the instrument LAN. A file that has `[broker]` replaces
 /// the whole section of earlier files (its users and listeners belong together).
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerRaw {
     pub listen: Option<String>,
@@ -93,29 +102,31 @@ pub struct BrokerRaw {
     pub max_payload: Option<ByteSize>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerUserRaw {
     pub password_file: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DurabilityRaw {
     Power,
     Process,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRaw {
     /// Stream names or globs (`*` any run of characters, `?` one character).
+    #[schemars(with = "Vec<String>")]
     pub streams: Vec<Spanned<String>>,
+    #[schemars(with = "Vec<String>")]
     pub sinks: Vec<Spanned<String>>,
 }
 
 /// Keys every driver takes, whatever its kind.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DriverCommonRaw {
     pub stream: Option<Name>,
@@ -124,13 +135,15 @@ pub struct DriverCommonRaw {
 }
 
 /// Keys every sink takes, whatever its kind.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SinkCommonRaw {
     pub enabled: Option<bool>,
+    #[schemars(with = "Option<f64>")]
     pub backfill_share: Option<Spanned<f64>>,
     pub backoff_initial: Option<HumanDuration>,
     pub backoff_max: Option<HumanDuration>,
+    #[schemars(with = "Option<u32>")]
     pub batch_max_records: Option<Spanned<u32>>,
     pub batch_max_bytes: Option<ByteSize>,
     pub batch_max_age: Option<HumanDuration>,
@@ -616,6 +629,20 @@ impl<'de> Deserialize<'de> for Name {
     }
 }
 
+impl schemars::JsonSchema for Name {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Name".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A name: letters, digits, '-', '_' and '.', not starting with '.', 1 to 128 characters",
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
+        })
+    }
+}
+
 /// Priority 0 (lowest, evicted first) to 9 (highest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Priority(pub u8);
@@ -635,11 +662,36 @@ impl<'de> Deserialize<'de> for Priority {
     }
 }
 
+impl schemars::JsonSchema for Priority {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Priority".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Priority 0 (lowest, evicted first when the buffer is full) to 9 (highest)",
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 9
+        })
+    }
+}
+
 pub use skygate_drivers::config::ByteSize;
 
 /// A duration written as a string: `"10ms"`, `"5s"`, `"2m"`, `"1h 30m"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
+
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        skygate_drivers::config::DurationText::schema_name()
+    }
+
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        skygate_drivers::config::DurationText::json_schema(g)
+    }
+}
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -25,7 +25,7 @@ use crate::channels::ChannelRaw;
 use crate::config::{ByteSize, FieldError, duration_opt, field_err, refuse};
 use crate::serial::lines::LineParser;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FileFormat {
     /// One blob record per file, with the primary header's keywords as metadata.
@@ -37,7 +37,7 @@ pub enum FileFormat {
 }
 
 /// What happens to a file once its record is committed to the buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AfterRaw {
     Keep,
@@ -53,7 +53,7 @@ pub enum After {
     Delete,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilesConfigRaw {
     pub dir: String,
@@ -63,7 +63,8 @@ pub struct FilesConfigRaw {
     pub content_type: Option<String>,
     pub after: Option<AfterRaw>,
     pub move_to: Option<String>,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub settle: Option<Duration>,
     pub max_bytes: Option<ByteSize>,
     pub fits_keys: Option<Vec<String>>,
@@ -73,7 +74,8 @@ pub struct FilesConfigRaw {
     pub time_column: Option<String>,
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelRaw>,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub simulate_every: Option<Duration>,
 }
 

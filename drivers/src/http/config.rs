@@ -19,13 +19,15 @@ use serde::Deserialize;
 
 use crate::config::{FieldError, duration_opt, field_err};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfigRaw {
     pub url: String,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub interval: Option<Duration>,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub timeout: Option<Duration>,
     pub max_bytes: Option<usize>,
     pub ca_cert: Option<PathBuf>,

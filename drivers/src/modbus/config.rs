@@ -3,7 +3,7 @@
 //! ```toml
 //! [drivers.mast]
 //! kind = "modbus"
-//! transport = "rtu"            # or "tcp" with host and port
+//! transport = "rtu"            # or "tcp" with host ("10.0.0.5" or "10.0.0.5:1502"), port (502)
 //! serial_port = "/dev/ttyUSB0"
 //! baud = 19200                 # parity "none"|"even"|"odd", data_bits, stop_bits
 //! timeout = "500ms"            # per request; retries before a point is bad
@@ -25,10 +25,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::decode::{DataType, Order, Point, Request, Table, plan};
-use crate::config::{FieldError, duration_opt, field_err, refuse};
+use crate::config::{FieldError, duration_opt, field_err, refuse, split_host_port};
 use crate::serial::port::{LineRaw, Parity, SerialSettings};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransportKind {
     Tcp,
@@ -38,7 +38,7 @@ pub enum TransportKind {
     Simulator,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PointRaw {
     pub table: Table,
@@ -55,16 +55,17 @@ pub struct PointRaw {
     pub unit: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceRaw {
     pub unit: u8,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub poll: Option<Duration>,
     pub points: BTreeMap<String, PointRaw>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusConfigRaw {
     pub transport: TransportKind,
@@ -77,11 +78,13 @@ pub struct ModbusConfigRaw {
     pub parity: Option<Parity>,
     pub data_bits: Option<u8>,
     pub stop_bits: Option<u8>,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub timeout: Option<Duration>,
     pub retries: Option<u32>,
     /// Longest wait between attempts at a device (or line) that does not answer.
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub backoff_max: Option<Duration>,
     pub max_registers_per_request: Option<u16>,
     pub max_bits_per_request: Option<u16>,
@@ -165,12 +168,28 @@ impl ModbusConfigRaw {
                     ],
                     "applies to transport = \"rtu\" only",
                 )?;
+                let written = self
+                    .host
+                    .ok_or_else(|| field_err("host", "transport = \"tcp\" needs a host"))?;
+                // `host = "10.0.0.5:1502"` is how the probe and most tools write it.
+                let (host, in_host) = split_host_port(&written)
+                    .map_err(|why| field_err("host", &format!("{written:?}: {why}")))?;
+                let port = match (in_host, self.port) {
+                    (Some(a), Some(b)) if a != b => {
+                        return Err(field_err(
+                            "port",
+                            &format!("{b} contradicts the port in host = {written:?}"),
+                        ));
+                    }
+                    (Some(p), _) | (None, Some(p)) => p,
+                    (None, None) => 502,
+                };
+                if port == 0 {
+                    return Err(field_err("port", "0 is not a TCP port (1-65535)"));
+                }
                 Transport::Tcp {
-                    host: self
-                        .host
-                        .filter(|h| !h.is_empty())
-                        .ok_or_else(|| field_err("host", "transport = \"tcp\" needs a host"))?,
-                    port: self.port.unwrap_or(502),
+                    host: host.to_string(),
+                    port,
                 }
             }
             TransportKind::Rtu => {
@@ -387,6 +406,50 @@ mod tests {
                 .iter()
                 .any(|p| p.channel == "door" && p.data_type == DataType::Bool)
         );
+    }
+
+    #[test]
+    fn a_tcp_host_may_carry_its_port_and_an_impossible_endpoint_is_refused_at_load() {
+        let dev =
+            "[devices.wx]\nunit = 3\n[devices.wx.points.t]\ntable = \"holding\"\naddress = 0\n";
+        let tcp = |extra: &str| parse(&format!("transport = \"tcp\"\n{extra}{dev}"));
+        let endpoint = |extra: &str| match tcp(extra).expect(extra).transport {
+            Transport::Tcp { host, port } => (host, port),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            endpoint("host = \"10.0.0.5:1502\"\n"),
+            ("10.0.0.5".into(), 1502)
+        );
+        assert_eq!(endpoint("host = \"10.0.0.5\"\n"), ("10.0.0.5".into(), 502));
+        assert_eq!(
+            endpoint("host = \"mast\"\nport = 1502\n"),
+            ("mast".into(), 1502)
+        );
+        assert_eq!(
+            endpoint("host = \"[fe80::7]:503\"\n"),
+            ("fe80::7".into(), 503)
+        );
+        // Written twice alike is fine; differently is a contradiction, named at `port`.
+        assert_eq!(
+            endpoint("host = \"mast:1502\"\nport = 1502\n"),
+            ("mast".into(), 1502)
+        );
+        let e = tcp("host = \"mast:1502\"\nport = 503\n").expect_err("two ports");
+        assert_eq!(e.path, "port");
+        assert!(e.message.contains("contradicts"), "{e}");
+        for (host, why) in [
+            ("mast:0", "not a TCP port"),
+            ("mast:99999", "not a TCP port"),
+            ("tcp://mast:502", "no scheme"),
+            ("", "no host"),
+        ] {
+            let e = tcp(&format!("host = \"{host}\"\n")).expect_err(host);
+            assert_eq!(e.path, "host", "{host}");
+            assert!(e.message.contains(why), "{host}: {e}");
+        }
+        let e = tcp("host = \"mast\"\nport = 0\n").expect_err("port 0");
+        assert_eq!(e.path, "port");
     }
 
     #[test]

@@ -31,10 +31,10 @@ use serde::Deserialize;
 use super::decode::{Decoder, EpochUnit, JsonField};
 use super::topic::{ChannelTemplate, TopicFilter};
 use crate::channels::{ChannelRaw, ValueType};
-use crate::config::{ByteSize, FieldError, duration_opt, field_err, refuse};
+use crate::config::{ByteSize, FieldError, duration_opt, field_err, refuse, split_host_port};
 use crate::serial::lines::LineParser;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DecoderKind {
     Json,
@@ -43,7 +43,7 @@ pub enum DecoderKind {
     Raw,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopicRaw {
     pub filter: String,
@@ -69,7 +69,7 @@ pub struct TopicRaw {
     pub content_type: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfigRaw {
     pub broker: Option<String>,
@@ -81,7 +81,8 @@ pub struct MqttConfigRaw {
     pub ca_cert: Option<PathBuf>,
     pub client_id: Option<String>,
     pub qos: Option<u8>,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub keep_alive: Option<Duration>,
     pub max_payload: Option<ByteSize>,
     #[serde(default)]
@@ -388,30 +389,8 @@ pub fn parse_url(url: &str) -> Result<(bool, String, u16), FieldError> {
             "no path or credentials in the URL (use username, password_file)",
         ));
     }
-    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-        let (h, after) = inner.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-        match after {
-            "" => (h, None),
-            p => (h, Some(p.strip_prefix(':').ok_or_else(|| bad("bad port"))?)),
-        }
-    } else {
-        match rest.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (rest, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
-    }
-    let port = match port {
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| bad("bad port"))?,
-        None if tls => 8883,
-        None => 1883,
-    };
+    let (host, port) = split_host_port(rest).map_err(|why| bad(&why))?;
+    let port = port.unwrap_or(if tls { 8883 } else { 1883 });
     Ok((tls, host.to_string(), port))
 }
 

@@ -13,7 +13,7 @@ use crate::reading::{Blob, Timestamp, Value};
 use crate::serial::lines::{LineError, LineParser};
 
 /// Units of a numeric timestamp field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 pub enum EpochUnit {
     #[serde(rename = "s")]
     Seconds,

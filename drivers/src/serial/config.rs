@@ -22,7 +22,7 @@ use super::lines::{ChannelRaw, LineParser};
 use super::port::{LineRaw, Parity, SerialSettings};
 use crate::config::{FieldError, duration_opt, field_err, refuse};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// NMEA 0183 (GPS, timing receivers, some weather stations).
@@ -40,7 +40,7 @@ pub struct CaptureSettings {
     pub chunk_age: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SerialConfigRaw {
     /// A simulated instrument instead of a port: a GPS for `nmea`, an SQM-LE for `lines`.
@@ -51,9 +51,11 @@ pub struct SerialConfigRaw {
     pub data_bits: Option<u8>,
     pub stop_bits: Option<u8>,
     pub protocol: Protocol,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub silence: Option<Duration>,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub counters_every: Option<Duration>,
     /// `protocol = "lines"`: a regular expression whose named groups are channels...
     pub regex: Option<String>,
@@ -66,7 +68,8 @@ pub struct SerialConfigRaw {
     /// `protocol = "raw"`: bytes per blob (default 65536) and the longest a blob waits
     /// after its first byte (default 10s).
     pub chunk_bytes: Option<usize>,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub chunk_age: Option<Duration>,
 }
 

@@ -6,7 +6,7 @@ use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
 use crate::config::{FieldError, field_err};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Parity {
     None,

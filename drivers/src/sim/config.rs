@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{FieldError, duration_opt as humantime_serde_opt, field_err as err};
+use crate::config::{FieldError, duration_opt, field_err as err};
 
 /// The signal a simulated channel produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalKind {
     /// `offset + amplitude * sin(2π t / period)`; numbers.
@@ -27,14 +27,15 @@ pub enum SignalKind {
 
 /// A channel as written in the config. Which fields apply depends on `signal`; a field that
 /// does not apply is an error, so a typo'd config never silently does something else.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimChannelRaw {
     pub signal: SignalKind,
     pub rate_hz: f64,
     pub unit: Option<String>,
     pub amplitude: Option<f64>,
-    #[serde(default, with = "humantime_serde_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub period: Option<Duration>,
     pub offset: Option<f64>,
     pub start: Option<f64>,
@@ -42,7 +43,8 @@ pub struct SimChannelRaw {
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub levels: Option<Vec<f64>>,
-    #[serde(default, with = "humantime_serde_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub every: Option<Duration>,
     pub values: Option<Vec<String>>,
     pub size: Option<usize>,
@@ -50,11 +52,12 @@ pub struct SimChannelRaw {
 }
 
 /// The simulator section of a driver, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfigRaw {
     /// How often the driver wakes to emit what is due. Default 10 ms.
-    #[serde(default, with = "humantime_serde_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<crate::config::DurationText>")]
     pub tick: Option<Duration>,
     pub channels: BTreeMap<String, SimChannelRaw>,
 }

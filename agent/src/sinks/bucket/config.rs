@@ -28,7 +28,7 @@ use serde::Deserialize;
 use skygate_drivers::FieldError;
 use skygate_drivers::config::{ByteSize, field_err};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BucketSinkRaw {
     pub url: Option<String>,

@@ -28,20 +28,22 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use skygate_drivers::FieldError;
-use skygate_drivers::config::{ByteSize, duration_opt, field_err, pair};
+use skygate_drivers::config::{ByteSize, duration_opt, field_err, pair, split_host_port};
 
 use crate::sinks::template::Template;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkRaw {
     pub brokers: Vec<String>,
     pub topic: Option<String>,
     pub key: Option<String>,
     pub compression: Option<String>,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<skygate_drivers::config::DurationText>")]
     pub delivery_timeout: Option<Duration>,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<skygate_drivers::config::DurationText>")]
     pub linger: Option<Duration>,
     pub message_max_bytes: Option<ByteSize>,
     pub queue_max_messages: Option<u32>,
@@ -98,15 +100,15 @@ impl KafkaSinkRaw {
             ));
         }
         for b in &self.brokers {
-            let ok = b
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !ok || b.contains("://") {
-                return Err(field_err(
-                    "brokers",
-                    &format!("{b:?} is not host:port (no scheme: security comes from tls/sasl)"),
-                ));
-            }
+            let why = match split_host_port(b) {
+                Ok((_, Some(_))) => continue,
+                Ok((_, None)) => "no port".to_string(),
+                Err(why) => why,
+            };
+            return Err(field_err(
+                "brokers",
+                &format!("{b:?} is not host:port ({why}; security comes from tls/sasl)"),
+            ));
         }
         let topic = Template::parse(self.topic.as_deref().unwrap_or("skygate.{stream}"))
             .map_err(|e| field_err("topic", &e))?;

@@ -26,7 +26,7 @@ use skygate_drivers::config::{ByteSize, duration_opt, field_err, pair, refuse};
 
 use crate::sinks::template::Template;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSinkRaw {
     pub url: String,
@@ -37,11 +37,13 @@ pub struct MqttSinkRaw {
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     pub client_id: Option<String>,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<skygate_drivers::config::DurationText>")]
     pub keep_alive: Option<Duration>,
     pub max_inflight: Option<u16>,
     pub max_message_bytes: Option<ByteSize>,
-    #[serde(default, with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt::deserialize")]
+    #[schemars(with = "Option<skygate_drivers::config::DurationText>")]
     pub ack_timeout: Option<Duration>,
 }
 
