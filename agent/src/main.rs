@@ -56,6 +56,15 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Board { config, json, root } => {
+            match cli::run_board(config.as_deref(), json, &root) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("skygate board: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Tui { api, ascii } => match cli::run_tui(&api, ascii) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

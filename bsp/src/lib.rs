@@ -1,8 +1,10 @@
 //! Board support: what Skygate needs to know of and do with the hardware it runs on.
 //!
 //! The [`Board`] trait is the seam: identity, disk space, temperatures. [`GenericLinux`]
-//! reads them from the usual places (machine-id, DMI, device tree, sysfs thermal zones);
-//! board-specific files live in `bsp/boards/<board>.toml` and `bsp/systemd/`. The
+//! reads them from the usual places (machine-id, DMI, device tree, sysfs thermal zones).
+//! [`board`] reads the board files (`bsp/boards/<board>.toml`: serial ports, watchdog,
+//! LEDs, power-fail line, RAUC slots) and picks the one this machine is; udev rules and
+//! the unit live in `bsp/udev/` and `bsp/systemd/`, the package's files in `bsp/debian/`. The
 //! [`systemd`] module speaks the sd_notify protocol (readiness, watchdog, status);
 //! [`clock`] reads the kernel's clock discipline (adjtimex).
 //!
@@ -11,6 +13,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod board;
 pub mod clock;
 pub mod systemd;
 

@@ -339,3 +339,66 @@ fn completions_and_the_man_page_are_generated_from_the_commands() {
         "man page lists the commands"
     );
 }
+
+#[test]
+fn skygate_board_names_the_board_from_a_device_tree_fixture_and_what_of_it_is_present() {
+    let root = tempfile::tempdir().expect("tmp");
+    let r = root.path();
+    std::fs::create_dir_all(r.join("proc/device-tree")).expect("mkdir");
+    std::fs::write(
+        r.join("proc/device-tree/compatible"),
+        b"raspberrypi,4-compute-module\0brcm,bcm2711\0",
+    )
+    .expect("write");
+    std::fs::create_dir_all(r.join("dev/skygate")).expect("mkdir");
+    std::fs::write(r.join("dev/skygate/gps"), "").expect("touch");
+    let root_arg = r.to_str().expect("utf8");
+    let out = skygate(&["board", "--json", "--root", root_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    // The device tree decides only on the board's own architecture.
+    if std::env::consts::ARCH == "aarch64" {
+        assert_eq!(v["board"]["name"], "rpi4");
+        assert_eq!(v["chosen_by"]["value"], "raspberrypi,4-compute-module");
+    } else {
+        assert_eq!(v["board"]["name"], "generic-linux");
+    }
+    // The config's gateway.board wins, and the found/missing devices are reported.
+    let cfg = r.join("skygate.toml");
+    std::fs::write(
+        &cfg,
+        "[gateway]\nid = \"gw\"\nboard = \"rpi4\"\n\
+         [sinks.a]\nkind = \"bucket\"\n[[routes]]\nstreams = [\"*\"]\nsinks = [\"a\"]\n",
+    )
+    .expect("write");
+    let cfg_arg = cfg.to_str().expect("utf8");
+    let out = skygate(&["board", "--config", cfg_arg, "--root", root_arg]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("board:       rpi4"), "{text}");
+    assert!(text.contains("gateway.board in the config"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("found") && l.contains("/dev/skygate/gps")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("MISSING") && l.contains("/dev/skygate/rs485-0")),
+        "{text}"
+    );
+    // An unknown board is a config error at load, with the known names.
+    std::fs::write(&cfg, "[gateway]\nboard = \"rpi9\"\n").expect("write");
+    let out = skygate(&["check-config", cfg_arg]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":2:") && err.contains("rpi4"), "{err}");
+}

@@ -4,6 +4,7 @@
 //! found tampering; 3 `errors` shows an active error alarm; 78 (`EX_CONFIG`) invalid
 //! configuration.
 
+mod board_cmd;
 mod buffer_cmd;
 mod control_cmd;
 mod fn_cmd;
@@ -21,6 +22,7 @@ use crate::control::client::Endpoint;
 use crate::logging::LogFormat;
 use crate::util::secret::Secret;
 
+pub use board_cmd::run as run_board;
 pub use buffer_cmd::run as run_buffer;
 pub use control_cmd::run as run_control;
 pub(crate) use control_cmd::value_text;
@@ -159,6 +161,19 @@ pub enum Command {
     Probe {
         #[command(subcommand)]
         command: ProbeCommand,
+    },
+    /// Which board this machine is (from the device tree's compatible list, DMI, the CPU
+    /// or `gateway.board` in --config), why, and which of the serial ports, watchdog,
+    /// LEDs, power-fail input and boot slots its board file names are present.
+    Board {
+        /// Take `gateway.board` from this config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Read the machine below this directory instead of `/` (fixtures, images).
+        #[arg(long, default_value = "/", hide = true)]
+        root: PathBuf,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },

@@ -44,6 +44,9 @@ pub struct GatewayRaw {
     pub id: Option<Spanned<Name>>,
     pub site: Option<String>,
     pub data_dir: Option<String>,
+    /// A board file's name (`skygate board` lists them); unset: found from the machine.
+    #[schemars(with = "Option<String>")]
+    pub board: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
@@ -199,6 +202,7 @@ pub struct Merged {
     pub gateway_id: Option<Located<Name>>,
     pub site: Option<String>,
     pub data_dir: Option<String>,
+    pub board: Option<Located<String>>,
     pub buffer: BufferMerged,
     pub health: HealthMerged,
     pub control: ControlMerged,
@@ -252,6 +256,9 @@ impl Merged {
             }
             self.site = g.site.or(self.site.take());
             self.data_dir = g.data_dir.or(self.data_dir.take());
+            if let Some(b) = g.board {
+                self.board = Some(located(file, b));
+            }
         }
         if let Some(b) = top.buffer {
             let m = &mut self.buffer;

@@ -44,6 +44,9 @@ pub struct GatewaySettings {
     pub site: Option<String>,
     /// From the config; the `--data-dir` flag overrides it.
     pub data_dir: Option<PathBuf>,
+    /// The board file named in the config (one of the shipped ones); `None`: chosen from
+    /// the machine ([`skygate_bsp::board::select`]).
+    pub board: Option<String>,
 }
 
 /// How much a commit survives.
@@ -253,6 +256,20 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
             .unwrap_or_else(default_gateway_id),
         site: m.site,
         data_dir: m.data_dir.map(PathBuf::from),
+        board: match m.board {
+            Some(b) if !skygate_bsp::board::names().contains(&b.value.as_str()) => {
+                return Err(at(
+                    b.file,
+                    &b.span,
+                    format!(
+                        "gateway.board: unknown board {:?}; known boards: {}",
+                        b.value,
+                        skygate_bsp::board::names().join(", ")
+                    ),
+                ));
+            }
+            b => b.map(|b| b.value),
+        },
     };
 
     let d = BufferSettings::default();
