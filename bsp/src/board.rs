@@ -369,8 +369,10 @@ mod tests {
                 let kernel = s.device.file_name().and_then(|n| n.to_str()).expect("name");
                 let link = s.link.strip_prefix("/dev/").expect("under /dev");
                 assert!(
-                    rules.lines().any(|l| l.contains(&format!("KERNEL==\"{kernel}\""))
-                        && l.contains(&format!("SYMLINK+=\"{}\"", link.display()))),
+                    rules
+                        .lines()
+                        .any(|l| l.contains(&format!("KERNEL==\"{kernel}\""))
+                            && l.contains(&format!("SYMLINK+=\"{}\"", link.display()))),
                     "{}: no rule links {kernel} to {}",
                     b.name,
                     s.link.display()

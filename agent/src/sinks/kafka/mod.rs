@@ -188,6 +188,13 @@ pub fn client_config(s: &KafkaSinkSettings) -> Result<ClientConfig, SinkError> {
     };
     c.set("security.protocol", protocol);
     if let Some(t) = &s.tls {
+        // librdkafka reports a missing file as "BIO lib"; name it, as the other sinks do.
+        // Transient: provisioning may put the file there later, and the records wait.
+        let files = t.ca.iter().chain(t.client.iter().flat_map(|(c, k)| [c, k]));
+        for f in files {
+            std::fs::File::open(f)
+                .map_err(|e| SinkError::Transient(format!("TLS: {}: {e}", f.display())))?;
+        }
         if let Some(ca) = &t.ca {
             c.set("ssl.ca.location", ca.display().to_string());
         }
