@@ -384,7 +384,9 @@ mod tests {
     #[test]
     fn each_board_is_chosen_from_its_device_tree_or_dmi_fixture() {
         let boards = shipped();
-        let cases: &[(&[&str], Option<&str>, &str, &str, Reason)] = &[
+        /// Device-tree compatible list, DMI vendor, CPU -> board, reason.
+        type Case<'a> = (&'a [&'a str], Option<&'a str>, &'a str, &'a str, Reason);
+        let cases: &[Case] = &[
             (
                 &["raspberrypi,4-compute-module", "brcm,bcm2711"],
                 None,
