@@ -279,6 +279,17 @@ pub fn select(
     Ok((b, Reason::Fallback))
 }
 
+/// The board of the machine whose files are below `root` (`/`), among the shipped ones,
+/// with why it was chosen and what the machine said.
+pub fn this_machine(
+    root: &Path,
+    configured: Option<&str>,
+) -> Result<(BoardSpec, Reason, MachineFacts), BoardFileError> {
+    let facts = MachineFacts::read(root, std::env::consts::ARCH);
+    let (board, why) = select(&shipped(), &facts, configured)?;
+    Ok((board, why, facts))
+}
+
 /// Whether a device the board file names exists on this machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Presence {

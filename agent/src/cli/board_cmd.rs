@@ -24,8 +24,7 @@ pub fn run(config_file: Option<&Path>, json: bool, root: &Path) -> Result<u8, Cl
         Some(f) => config::load(f)?.gateway.board,
         None => None,
     };
-    let facts = MachineFacts::read(root, std::env::consts::ARCH);
-    let (board, chosen_by) = board::select(&board::shipped(), &facts, configured.as_deref())
+    let (board, chosen_by, facts) = board::this_machine(root, configured.as_deref())
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let found = board::probe(root, &board);
     let r = Report {

@@ -257,18 +257,22 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         site: m.site,
         data_dir: m.data_dir.map(PathBuf::from),
         board: match m.board {
-            Some(b) if !skygate_bsp::board::names().contains(&b.value.as_str()) => {
-                return Err(at(
-                    b.file,
-                    &b.span,
-                    format!(
-                        "gateway.board: unknown board {:?}; known boards: {}",
-                        b.value,
-                        skygate_bsp::board::names().join(", ")
-                    ),
-                ));
+            Some(b) => {
+                let known = skygate_bsp::board::names();
+                if !known.contains(&b.value.as_str()) {
+                    return Err(at(
+                        b.file,
+                        &b.span,
+                        format!(
+                            "gateway.board: unknown board {:?}; known boards: {}",
+                            b.value,
+                            known.join(", ")
+                        ),
+                    ));
+                }
+                Some(b.value)
             }
-            b => b.map(|b| b.value),
+            None => None,
         },
     };
 

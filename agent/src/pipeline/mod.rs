@@ -309,14 +309,10 @@ pub async fn start_with(
     let supervisor = supervisor::spawn(buffer.clone(), view.counters.clone(), stop.clone());
     skygate_bsp::systemd::notify_ready();
     // Which board file applies, and why (`skygate board` shows its devices).
-    let facts = skygate_bsp::board::MachineFacts::read(Path::new("/"), std::env::consts::ARCH);
-    let board_file = skygate_bsp::board::select(
-        &skygate_bsp::board::shipped(),
-        &facts,
-        settings.gateway.board.as_deref(),
-    )
-    .map(|(b, why)| format!("{} ({why})", b.name))
-    .unwrap_or_else(|e| e.to_string());
+    let board_file =
+        skygate_bsp::board::this_machine(Path::new("/"), settings.gateway.board.as_deref())
+            .map(|(b, why, _)| format!("{} ({why})", b.name))
+            .unwrap_or_else(|e| e.to_string());
     tracing::info!(
         gateway = %settings.gateway.id,
         board = %board_file,
