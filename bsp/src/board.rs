@@ -104,6 +104,18 @@ pub struct PowerFailSpec {
     pub line: u32,
     /// The line reads low when power has failed.
     pub active_low: bool,
+    /// How long the hold-up supply (supercap, UPS) keeps the board running after the
+    /// edge: the agent's budget to make what it accepted durable (humantime, e.g. `2s`).
+    pub hold_up: Option<String>,
+}
+
+impl PowerFailSpec {
+    /// The hold-up time, when the board file names one (checked at parse).
+    pub fn hold_up(&self) -> Option<std::time::Duration> {
+        self.hold_up
+            .as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -151,6 +163,10 @@ impl BoardSpec {
         if let Some(t) = spec.watchdog.as_ref().and_then(|w| w.timeout.as_deref()) {
             humantime::parse_duration(t)
                 .map_err(|e| invalid(format!("watchdog.timeout {t:?}: {e}")))?;
+        }
+        if let Some(t) = spec.power_fail.as_ref().and_then(|p| p.hold_up.as_deref()) {
+            humantime::parse_duration(t)
+                .map_err(|e| invalid(format!("power_fail.hold_up {t:?}: {e}")))?;
         }
         Ok(spec)
     }

@@ -6,7 +6,8 @@
 //! LEDs, power-fail line, RAUC slots) and picks the one this machine is; udev rules and
 //! the unit live in `bsp/udev/` and `bsp/systemd/`, the package's files in `bsp/debian/`. The
 //! [`systemd`] module speaks the sd_notify protocol (readiness, watchdog, status);
-//! [`clock`] reads the kernel's clock discipline (adjtimex).
+//! [`clock`] reads the kernel's clock discipline (adjtimex); [`power`] watches the
+//! power-fail input (GPIO character device) and [`leds`] drives the status LEDs (sysfs).
 //!
 //! This crate depends on neither the agent nor the drivers. It is the one crate allowed
 //! `unsafe` (denied by default, allowed per function with a SAFETY note): `clock` only.
@@ -15,6 +16,8 @@
 
 pub mod board;
 pub mod clock;
+pub mod leds;
+pub mod power;
 pub mod systemd;
 
 use std::path::{Path, PathBuf};
