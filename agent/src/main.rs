@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         | Command::Tail { .. }
         | Command::Errors { .. }
         | Command::Reload { .. }
+        | Command::Power { .. }
         | Command::Audit { .. }) => match cli::run_control(cmd) {
             Ok(code) => ExitCode::from(code as u8),
             Err(e) => {

@@ -236,7 +236,19 @@ pub(crate) enum WriterCmd {
     /// The log was just checkpointed by the maintenance thread: copy the rest and start
     /// the log over (`wal_checkpoint(RESTART)` on the writer's own connection).
     RestartWal,
+    /// Commit what is queued, fold the WAL into the database and flush the file system
+    /// (power failing): answered when all of it is on the disk.
+    Seal(oneshot::Sender<Result<SealReport, BufferError>>),
     Shutdown,
+}
+
+/// What [`Buffer::seal`] made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SealReport {
+    /// The highest seq committed (0 when none ever was).
+    pub last_seq: u64,
+    /// WAL frames folded into the database by the checkpoint.
+    pub wal_frames: i64,
 }
 
 pub(crate) enum ReadCmd {
@@ -443,6 +455,19 @@ impl Buffer {
             .await
             .map_err(|_| BufferError::Closed)?;
         rx.await.map_err(|_| BufferError::Closed)
+    }
+
+    /// Commits everything queued so far, checkpoints the WAL (`TRUNCATE`: database file
+    /// fsynced, log emptied) and `syncfs`es the data file system, so that what the buffer
+    /// accepted survives the power going. Appends queued afterwards commit as usual; the
+    /// caller stops intake first.
+    pub async fn seal(&self) -> Result<SealReport, BufferError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriterCmd::Seal(tx))
+            .await
+            .map_err(|_| BufferError::Closed)?;
+        rx.await.map_err(|_| BufferError::Closed)?
     }
 
     /// Records pending for a sink in a seq range, in seq order.

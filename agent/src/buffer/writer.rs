@@ -89,6 +89,7 @@ struct Group {
     acks: Vec<(SinkId, u64, u64)>,
     gap_acks: Vec<(SinkId, i64)>,
     syncs: Vec<oneshot::Sender<()>>,
+    seals: Vec<oneshot::Sender<Result<super::SealReport, BufferError>>>,
     /// Restart the WAL after this group's commit.
     restart_wal: bool,
     records: usize,
@@ -173,6 +174,7 @@ impl Group {
             WriterCmd::Sync(tx) => self.syncs.push(tx),
             WriterCmd::Tick => {}
             WriterCmd::RestartWal => self.restart_wal = true,
+            WriterCmd::Seal(tx) => self.seals.push(tx),
             WriterCmd::Shutdown => return true,
         }
         false
@@ -281,7 +283,16 @@ impl Writer {
                 }
             }
             let restart_wal = group.restart_wal;
+            let seals = std::mem::take(&mut group.seals);
             self.st.commit_with_retry(&self.conn, group, shutdown);
+            if !seals.is_empty() {
+                let r = self
+                    .seal()
+                    .map_err(|e| format!("seal of {}: {e}", self.st.p.spool_dir.display()));
+                for tx in seals {
+                    let _ = tx.send(r.clone().map_err(BufferError::Other));
+                }
+            }
             if restart_wal
                 && let Err(e) = self
                     .conn
@@ -299,6 +310,23 @@ impl Writer {
             tracing::warn!(error = %e, "final WAL checkpoint failed");
         }
         tracing::debug!("buffer writer stopped");
+    }
+
+    /// After a commit: fold the log into the database and flush the whole file system
+    /// (spool files and the audit trail live on it too; in `process` durability nothing
+    /// of them was fsynced yet).
+    fn seal(&self) -> Result<super::SealReport, BufferError> {
+        let (_busy, frames, _done): (i64, i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+        let dir = std::fs::File::open(&self.st.p.spool_dir)?;
+        rustix::fs::syncfs(&dir).map_err(std::io::Error::from)?;
+        Ok(super::SealReport {
+            last_seq: self.st.p.next_seq.saturating_sub(1),
+            wal_frames: frames,
+        })
     }
 }
 

@@ -1,12 +1,12 @@
 //! The operator commands that talk to the running agent over its control API: `status`,
-//! `sinks`, `drivers`, `tail`, `errors`, `reload`, and `audit` (which reads the audit
+//! `sinks`, `drivers`, `tail`, `errors`, `reload`, `power`, and `audit` (which reads the audit
 //! database directly, so it works with the agent stopped too).
 
 use std::io::Write;
 
 use serde_json::Value;
 
-use super::{CliError, Command, SinkAction, data_dir, endpoint, print_json};
+use super::{CliError, Command, PowerAction, SinkAction, data_dir, endpoint, print_json};
 use crate::buffer::writer_human_bytes as human;
 use crate::control::audit;
 use crate::control::client::Endpoint;
@@ -85,6 +85,27 @@ pub fn run(cmd: Command) -> Result<i32, CliError> {
             } else {
                 0
             })
+        }
+        Command::Power { action, api, json } => {
+            let ep = endpoint(&api)?;
+            let v: Value = match action {
+                None => serde_json::from_slice(&get(&ep, "/v1/power")?)?,
+                Some(a) => {
+                    let verb = match a {
+                        PowerAction::Fail => "fail",
+                        PowerAction::Ok => "ok",
+                    };
+                    serde_json::from_slice(
+                        &rt.block_on(ep.request("POST", &format!("/v1/power/{verb}")))?,
+                    )?
+                }
+            };
+            if json {
+                print_json(&mut out, &v)?;
+            } else {
+                print_power(&mut out, &v)?;
+            }
+            Ok(0)
         }
         Command::Reload { api, json } => {
             let v: Value = serde_json::from_slice(
@@ -489,6 +510,44 @@ fn audit_cmd(
         )?;
     }
     Ok(0)
+}
+
+fn print_power(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
+    let input = |k: &str| v["inputs"][k].as_str().unwrap_or("none").to_string();
+    writeln!(
+        out,
+        "inputs: gpio {}, operator {}",
+        input("gpio"),
+        input("operator")
+    )?;
+    match v.get("failed").filter(|f| !f.is_null()) {
+        Some(f) => writeln!(
+            out,
+            "POWER FAILED (input {}): intake stopped in {:.1} ms, buffer on the disk in {:.1} ms (hold-up budget {:.0} ms), up to seq {}",
+            f["input"].as_str().unwrap_or("?"),
+            f["intake_stopped_ms"].as_f64().unwrap_or(0.0),
+            f["sealed_ms"].as_f64().unwrap_or(0.0),
+            f["budget_ms"].as_f64().unwrap_or(0.0),
+            f["last_seq"]
+        )?,
+        None => writeln!(out, "power: ok")?,
+    }
+    if let Some(e) = v.get("last_event").filter(|e| !e.is_null()) {
+        writeln!(
+            out,
+            "last failure: {} to {} ({:.1} s{}), sealed in {:.1} ms",
+            e["failed_at"].as_str().unwrap_or("?"),
+            e["restored_at"].as_str().unwrap_or("?"),
+            e["outage_s"].as_f64().unwrap_or(0.0),
+            if e["went_down"].as_bool() == Some(true) {
+                ", the gateway went down"
+            } else {
+                ""
+            },
+            e["sealed_ms"].as_f64().unwrap_or(0.0)
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

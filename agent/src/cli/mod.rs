@@ -134,6 +134,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Input power as the agent sees it (power-fail line, operator input, a failure in
+    /// progress, the last one reported). `fail` and `ok` are the operator's power-fail
+    /// input, for UPS daemons on gateways without a power-fail line (NUT `NOTIFYCMD`,
+    /// apcupsd `onbattery`/`offbattery`): `fail` returns once intake is stopped and the
+    /// buffer is on the disk.
+    Power {
+        #[command(subcommand)]
+        action: Option<PowerAction>,
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// The audit trail: operator and agent actions. `--verify` checks the hash chain
     /// (exit 2 when it is broken).
     Audit {
@@ -265,6 +278,14 @@ pub struct SelectArgs {
     pub from_seq: Option<u64>,
     #[arg(long)]
     pub to_seq: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PowerAction {
+    /// Input power is lost: stop intake, commit, checkpoint and flush the buffer.
+    Fail,
+    /// Input power is back: resume intake and report the outage.
+    Ok,
 }
 
 #[derive(Debug, Subcommand)]

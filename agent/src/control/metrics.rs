@@ -101,6 +101,25 @@ pub(super) async fn render(s: &ControlState) -> String {
         "Readings dropped: their stream has no route",
         s.ingest.counters.unrouted.load(Ordering::Relaxed),
     );
+    let pm = &s.power.metrics;
+    counter(
+        &mut reg,
+        "power_failures",
+        "Power failures seen (power-fail line or operator input)",
+        pm.failures.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut reg,
+        "power_fail_seal_seconds",
+        "The last power failure: time from the edge until intake was stopped and the buffer on the disk",
+        pm.last_seal_us.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    gauge(
+        &mut reg,
+        "power_failed",
+        "1 while input power is lost",
+        f64::from(u8::from(s.power.status.borrow().failed.is_some())),
+    );
     if let Some(b) = &s.broker {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         for (name, help, v) in [

@@ -23,6 +23,8 @@
 //! | GET | `/v1/errors` | active alarms and recent errors of drivers, sinks, buffer, clock |
 //! | GET | `/v1/tail?stream=GLOB&source=NAME` | live readings as NDJSON, until the client leaves |
 //! | POST | `/v1/reload` | read the configuration again; apply what can change live |
+//! | GET | `/v1/power` | power-fail inputs, a failure in progress, the last one reported |
+//! | POST | `/v1/power/{fail,ok}` | the operator's power-fail input (UPS daemons); answers once acted on |
 //! | GET | `/v1/audit?limit=N` | the newest audit rows |
 
 pub mod audit;

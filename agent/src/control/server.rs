@@ -49,6 +49,8 @@ pub struct ControlState {
     pub rates: super::rates::Rates,
     /// The embedded MQTT broker's counters, when it runs.
     pub broker: Option<std::sync::Arc<crate::broker::BrokerMetrics>>,
+    /// The power-fail component: its status, and the operator's input (UPS daemons).
+    pub power: crate::pipeline::power::PowerHandle,
 }
 
 /// Who is on the other end: on the Unix socket the kernel says which user
@@ -259,6 +261,8 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/errors", get(views::errors))
         .route("/v1/tail", get(views::tail))
         .route("/v1/reload", post(reload))
+        .route("/v1/power", get(power_status))
+        .route("/v1/power/{state}", post(power_set))
         .with_state(state)
 }
 
@@ -271,6 +275,9 @@ async fn readyz(State(s): State<ControlState>) -> Response {
     let mut why = Vec::new();
     if !s.ingest.counters.running.load(Ordering::Relaxed) {
         why.push("not ingesting".to_string());
+    }
+    if let Some(by) = s.power.status.borrow().inputs.failed_by() {
+        why.push(format!("input power failed ({by}): intake stopped"));
     }
     match tokio::time::timeout(Duration::from_secs(2), s.buffer.sync()).await {
         Ok(Ok(())) => {}
@@ -483,6 +490,50 @@ async fn buffer_stats(State(s): State<ControlState>) -> Response {
             tracing::error!(error = %e, "buffer stats task failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, "buffer stats failed")
         }
+    }
+}
+
+/// `GET /v1/power`: the power-fail inputs, a failure in progress, the last one reported.
+async fn power_status(State(s): State<ControlState>) -> Response {
+    Json(s.power.status.borrow().clone()).into_response()
+}
+
+/// `POST /v1/power/{fail|ok}`: the operator's power-fail input, for UPS daemons (NUT's
+/// `NOTIFYCMD`, apcupsd's `onbattery`) on gateways without a power-fail line. Answers once
+/// the agent has acted on it (sealed, or resumed), with the status.
+async fn power_set(
+    State(s): State<ControlState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    UrlPath(state): UrlPath<String>,
+) -> Response {
+    use skygate_bsp::power::PowerState;
+    let want = match state.as_str() {
+        "fail" => PowerState::Failed,
+        "ok" => PowerState::Ok,
+        _ => return error(StatusCode::NOT_FOUND, "unknown power state; use fail or ok"),
+    };
+    s.audit
+        .record(AuditEvent {
+            actor: peer.actor().await,
+            origin: peer.origin(),
+            action: format!("power.{state}"),
+            target: "operator".into(),
+            result: "ok".into(),
+            detail: String::new(),
+        })
+        .await;
+    let mut status = s.power.status.clone();
+    s.power.inputs.send_modify(|i| i.operator = Some(want));
+    let acted = status.wait_for(|st| {
+        st.inputs.operator == Some(want) && st.failed.is_some() == st.inputs.failed_by().is_some()
+    });
+    match tokio::time::timeout(Duration::from_secs(30), acted).await {
+        Ok(Ok(st)) => Json(st.clone()).into_response(),
+        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the power component did not act within 30 s",
+        ),
     }
 }
 

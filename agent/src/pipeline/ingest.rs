@@ -149,7 +149,11 @@ pub(crate) struct Routing {
 #[derive(Debug)]
 pub(crate) enum IngestCmd {
     /// Replace the routing table and the workflows; answered once installed.
-    SetRoutes(Routing, oneshot::Sender<()>),
+    SetRoutes(Box<Routing>, oneshot::Sender<()>),
+    /// Stop (true) or resume (false) taking readings from the drivers' channel; answered
+    /// once ingest has handed its last batch to the buffer. While held, the channel fills
+    /// and the drivers wait (the broker's clients wait for their PUBACKs).
+    Hold(bool, oneshot::Sender<()>),
 }
 
 type SeqReply = oneshot::Receiver<Result<SeqRange, BufferError>>;
@@ -240,6 +244,7 @@ pub(crate) async fn run(
     let mut readings = Vec::with_capacity(INGEST_BATCH);
     let mut waiters = Vec::new();
     let mut numbering = Numbering::default();
+    let mut held = false;
     let mut clock = tokio::time::interval(WORKFLOW_TICK);
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -247,7 +252,8 @@ pub(crate) async fn run(
         tokio::select! {
             biased;
             Some(cmd) = cmds.recv() => match cmd {
-                IngestCmd::SetRoutes(mut new, done) => {
+                IngestCmd::SetRoutes(new, done) => {
+                    let mut new = *new;
                     let old = routing.engine.take();
                     let mut flushed = Vec::new();
                     if old.is_some() {
@@ -263,8 +269,13 @@ pub(crate) async fn run(
                     let _ = done.send(());
                     continue;
                 }
+                IngestCmd::Hold(hold, done) => {
+                    held = hold;
+                    let _ = done.send(());
+                    continue;
+                }
             },
-            _ = clock.tick(), if timers => {
+            _ = clock.tick(), if timers && !held => {
                 let Some(engine) = routing.engine.as_mut() else { continue };
                 let mut batch = Vec::new();
                 engine.tick(Timestamp::now(), &mut batch);
@@ -282,7 +293,12 @@ pub(crate) async fn run(
                 }
                 continue;
             }
-            n = rx.recv_many(&mut buf, INGEST_BATCH) => if n == 0 { break },
+            n = rx.recv_many(&mut buf, INGEST_BATCH), if !held => if n == 0 { break },
+            // Held, and nobody is left to release the hold: drain what the drivers sent.
+            else => {
+                held = false;
+                continue;
+            }
         }
         readings.extend(buf.drain(..).map(|e| {
             if let Some(w) = e.committed {

@@ -8,7 +8,9 @@
 
 mod drivers;
 mod ingest;
+pub mod power;
 mod reload;
+pub mod status_leds;
 mod supervisor;
 
 use std::collections::{BTreeMap, HashMap};
@@ -87,6 +89,8 @@ pub struct Running {
     pub drivers: DriverRegistry,
     /// Where reload requests go (SIGHUP, the control API).
     pub reload: mpsc::Sender<ReloadRequest>,
+    /// The power-fail component's inputs and status.
+    pub power: power::PowerHandle,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -251,6 +255,32 @@ pub async fn start_with(
         view.clone(),
     ));
 
+    // Which board file applies, and why (`skygate board` shows its devices).
+    let board_file =
+        skygate_bsp::board::this_machine(Path::new("/"), settings.gateway.board.as_deref());
+    let power = power::spawn(
+        power::PowerTask {
+            data_dir: data_dir.to_path_buf(),
+            budget: board_file
+                .as_ref()
+                .ok()
+                .and_then(|(b, _, _)| b.power_fail.as_ref()?.hold_up())
+                .unwrap_or(power::DEFAULT_BUDGET),
+            buffer: buffer.clone(),
+            ingest: ingest_cmd_tx.clone(),
+            audit: audit.clone(),
+            clock: clock.clone(),
+            stream: Arc::from(settings.health.stream.as_str()),
+            priority: settings.health.priority,
+            sinks: buffer.mask_for(settings.sinks_for_stream(&settings.health.stream)),
+        },
+        stop.clone(),
+    );
+    let hardware = match &board_file {
+        Ok((b, _, _)) => start_hardware(b, &power, &sink_status, &buffer, stop.clone()),
+        Err(_) => Hardware::default(),
+    };
+
     let broker = match &settings.broker {
         Some(b) => Some(crate::broker::start(
             b,
@@ -302,17 +332,16 @@ pub async fn start_with(
         audit: audit.clone(),
         rates: Default::default(),
         broker: broker.as_ref().map(crate::broker::EmbeddedBroker::metrics),
+        power: power.clone(),
     };
     let control =
         crate::control::serve(control_state, &settings.control, control_stop.clone()).await?;
 
     let supervisor = supervisor::spawn(buffer.clone(), view.counters.clone(), stop.clone());
     skygate_bsp::systemd::notify_ready();
-    // Which board file applies, and why (`skygate board` shows its devices).
-    let board_file =
-        skygate_bsp::board::this_machine(Path::new("/"), settings.gateway.board.as_deref())
-            .map(|(b, why, _)| format!("{} ({why})", b.name))
-            .unwrap_or_else(|e| e.to_string());
+    let board_file = board_file
+        .map(|(b, why, _)| format!("{} ({why})", b.name))
+        .unwrap_or_else(|e| e.to_string());
     tracing::info!(
         gateway = %settings.gateway.id,
         board = %board_file,
@@ -340,6 +369,7 @@ pub async fn start_with(
             sink_tasks,
             guard,
             supervisor,
+            hardware,
         })
         .await;
     });
@@ -349,6 +379,7 @@ pub async fn start_with(
         ingest: view,
         drivers: registry,
         reload: reload_tx,
+        power,
         stop,
         task,
     })
@@ -515,6 +546,78 @@ struct Shutdown {
     sink_tasks: TaskTracker,
     guard: BufferGuard,
     supervisor: tokio::task::JoinHandle<()>,
+    hardware: Hardware,
+}
+
+/// The board's power-fail watch and status LEDs, while they run.
+#[derive(Default)]
+struct Hardware {
+    power_watch: Option<skygate_bsp::power::Watch>,
+    leds: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts what the board file names and this machine has: the power-fail line (GPIO
+/// character device) feeding the power component, the status LEDs (sysfs). What is
+/// missing is logged and left out; the agent runs without it.
+fn start_hardware(
+    board: &skygate_bsp::board::BoardSpec,
+    power: &power::PowerHandle,
+    sinks: &BTreeMap<String, SinkHandle>,
+    buffer: &Buffer,
+    stop: CancellationToken,
+) -> Hardware {
+    use skygate_bsp::leds::{Led, Leds, SysfsLed};
+    let mut hw = Hardware::default();
+    if let Some(spec) = &board.power_fail {
+        let opened = skygate_bsp::power::GpioPowerFail::open(Path::new("/dev"), spec);
+        match opened {
+            Ok(line) => {
+                let inputs = power.inputs.clone();
+                let gone = power.inputs.clone();
+                let w = skygate_bsp::power::watch(
+                    Box::new(line),
+                    move |s| inputs.send_modify(|i| i.gpio = Some(s)),
+                    move |e| {
+                        tracing::error!(error = %e, "power-fail input lost: power failures are no longer seen");
+                        gone.send_modify(|i| i.gpio = None);
+                    },
+                );
+                match w {
+                    Ok(w) => hw.power_watch = Some(w),
+                    Err(e) => tracing::error!(error = %e, "power-fail watch thread not started"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(board = %board.name, error = %e, "power-fail input not watched")
+            }
+        }
+    }
+    let leds: Vec<Box<dyn Led>> = board
+        .leds
+        .iter()
+        .filter_map(|l| match SysfsLed::open(&l.name, &l.sysfs) {
+            Ok(led) => Some(Box::new(led) as Box<dyn Led>),
+            Err(e) => {
+                tracing::warn!(board = %board.name, error = %e, "status LED not used");
+                None
+            }
+        })
+        .collect();
+    if !leds.is_empty() {
+        match Leds::spawn(leds) {
+            Ok(leds) => {
+                hw.leds = Some(tokio::spawn(status_leds::run(
+                    leds,
+                    sinks.clone(),
+                    buffer.status(),
+                    power.status.clone(),
+                    stop,
+                )))
+            }
+            Err(e) => tracing::error!(error = %e, "status LED thread not started"),
+        }
+    }
+    hw
 }
 
 async fn shutdown(s: Shutdown) {
@@ -552,6 +655,12 @@ async fn shutdown(s: Shutdown) {
         );
     }
     s.supervisor.abort();
+    if let Some(leds) = s.hardware.leds {
+        let _ = tokio::time::timeout(Duration::from_secs(2), leds).await;
+    }
+    if let Some(w) = s.hardware.power_watch {
+        let _ = tokio::task::spawn_blocking(move || drop(w)).await;
+    }
     s.guard.close().await;
     // The writer is gone, so the eviction forwarder drains and ends.
     let _ = tokio::time::timeout(Duration::from_secs(2), s.events).await;

@@ -324,7 +324,7 @@ impl Manager {
         let (done, installed) = oneshot::channel();
         if self
             .ingest
-            .send(IngestCmd::SetRoutes(routing, done))
+            .send(IngestCmd::SetRoutes(Box::new(routing), done))
             .await
             .is_ok()
         {
