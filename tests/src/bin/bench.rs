@@ -4,7 +4,10 @@
 //! transaction, WAL, synchronous NORMAL and FULL), then Skygate's durable ingest from the
 //! sim driver through the buffer in both durability modes: saturated throughput, then
 //! p50/p99 ingest-to-durable latency at the goal rate, peak RSS of each phase, and the
-//! ratio to the ceiling. Last, the idle RSS of the real `skygate` binary.
+//! ratio to the ceiling. Then power failures under saturated ingest: the time from the
+//! power-fail input to intake stopped and the buffer on the disk, against the floor of a
+//! 4 MiB write + fsync + syncfs measured alongside and the hold-up budget. Last, the idle
+//! RSS of the real `skygate` binary.
 //!
 //!     cargo run --release -p skygate-e2e --bin skygate-bench [-- --seconds N]
 
@@ -103,6 +106,68 @@ async fn skygate_phase(
     Ok(phase)
 }
 
+/// The floor a seal cannot beat: a WAL's worth (4 MiB) written, fsynced, and the file
+/// system synced. Median of `n`, in ms.
+fn seal_floor(dir: &Path, n: usize) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let block = vec![0x5au8; 4 << 20];
+    let mut t = Vec::new();
+    for i in 0..n {
+        let p = dir.join(format!("floor-{i}"));
+        let t0 = Instant::now();
+        let mut f = std::fs::File::create(&p)?;
+        f.write_all(&block)?;
+        f.sync_all()?;
+        rustix::fs::syncfs(&f)?;
+        t.push(t0.elapsed().as_secs_f64() * 1e3);
+        std::fs::remove_file(&p)?;
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+/// `n` power failures, 300 ms apart, while the sim driver saturates ingest (process
+/// durability): each one's edge-to-sealed time in ms, sorted.
+async fn power_phase(dir: &Path, n: usize) -> anyhow::Result<(Vec<f64>, f64)> {
+    use skygate_agent::pipeline::power::PowerState;
+    let data = dir.join("data-power-fail");
+    let blocker = dir.join("blocker");
+    std::fs::write(&blocker, b"file")?;
+    let settings = load_sources(vec![SourceFile {
+        path: "bench.toml".into(),
+        text: skygate_e2e::ingest_bench_config("process", 200_000, &blocker),
+    }])?;
+    let running = pipeline::start(settings, &data, CancellationToken::new()).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut status = running.power.status.clone();
+    let mut sealed = Vec::new();
+    let mut budget = 0.0;
+    for _ in 0..n {
+        running
+            .power
+            .inputs
+            .send_modify(|i| i.operator = Some(PowerState::Failed));
+        let m = status
+            .wait_for(|s| s.failed.is_some())
+            .await?
+            .failed
+            .clone();
+        let m = m.context("failed")?;
+        sealed.push(m.sealed_ms);
+        budget = m.budget_ms;
+        running
+            .power
+            .inputs
+            .send_modify(|i| i.operator = Some(PowerState::Ok));
+        status.wait_for(|s| s.failed.is_none()).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    running.stop().await;
+    let _ = std::fs::remove_dir_all(&data);
+    sealed.sort_by(f64::total_cmp);
+    Ok((sealed, budget))
+}
+
 fn idle_rss(dir: &Path) -> anyhow::Result<u64> {
     let exe = std::env::current_exe()?;
     let bin = std::env::var_os("SKYGATE_BIN")
@@ -170,6 +235,15 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    let floor = seal_floor(dir.path(), 5)?;
+    let (sealed, budget) = rt.block_on(power_phase(dir.path(), 10))?;
+    let (p50, max) = (sealed[sealed.len() / 2], sealed[sealed.len() - 1]);
+    println!("\npower failure under saturated ingest (process mode, 10 events)");
+    println!(
+        "  edge -> intake stopped, buffer on disk: p50 {p50:.1} ms, max {max:.1} ms; floor (4 MiB write+fsync+syncfs) {floor:.1} ms: {:.2}x; budget {budget:.0} ms: {:.3} of it",
+        p50 / floor,
+        max / budget
+    );
     match idle_rss(dir.path()) {
         Ok(kib) => println!(
             "\nidle RSS of `skygate run` (embedded default, after 6 s): {:.1} MB",
