@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// Commands waiting for the LED thread.
 pub const QUEUE: usize = 16;
+/// The `timer` trigger's delay_on and delay_off before anyone sets them.
+const KERNEL_DEFAULT: Duration = Duration::from_millis(500);
 
 /// What an LED shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -150,11 +152,17 @@ impl Led for SysfsLed {
         self.trigger = None;
         self.write("trigger", "timer")?;
         self.trigger = Some("timer");
-        // The timer trigger creates delay_on/delay_off, owned by root: where udev did not
-        // hand them to the agent, the kernel's default (500 ms each, our SLOW) applies.
+        // The timer trigger creates delay_on/delay_off, owned by root. Where they cannot
+        // be written, the kernel's default (500 ms each) is right for SLOW only; other
+        // rates are blinked by the thread.
         for (file, d) in [("delay_on", on), ("delay_off", off)] {
             if let Err(e) = self.write(file, &d.as_millis().to_string()) {
-                tracing::debug!(error = %e, "LED blink rate left at the kernel's default");
+                if on == KERNEL_DEFAULT && off == KERNEL_DEFAULT {
+                    return Ok(true);
+                }
+                tracing::debug!(error = %e, "LED blink rate not settable: blinking in software");
+                self.set_trigger("none")?;
+                return Ok(false);
             }
         }
         Ok(true)
@@ -343,6 +351,18 @@ mod tests {
         assert_eq!(read(d.path(), "trigger"), "timer");
         assert_eq!(read(d.path(), "delay_on"), "100");
         assert_eq!(read(d.path(), "delay_off"), "300");
+    }
+
+    #[test]
+    fn a_timer_whose_rate_cannot_be_set_is_used_only_for_the_kernels_default_rate() {
+        let d = fixture("[none] timer\n");
+        std::fs::remove_file(d.path().join("delay_on")).unwrap();
+        let mut led = SysfsLed::open("fault", d.path()).unwrap();
+        assert!(led.blink(KERNEL_DEFAULT, KERNEL_DEFAULT).unwrap());
+        assert_eq!(read(d.path(), "trigger"), "timer");
+        let fast = Duration::from_millis(100);
+        assert!(!led.blink(fast, fast).unwrap(), "software blink");
+        assert_eq!(read(d.path(), "trigger"), "none");
     }
 
     #[test]
