@@ -56,6 +56,18 @@ sinks = ["archive"]
     cfg
 }
 
+/// Publishers killed when dropped: a failing assertion must not leave them running.
+struct Publishers(Vec<std::process::Child>);
+
+impl Drop for Publishers {
+    fn drop(&mut self) {
+        for p in &mut self.0 {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
 fn publisher(port: u16, client: &str, lines: &Path) -> std::process::Child {
     Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-l"])
@@ -145,7 +157,10 @@ fn a_power_failure_under_a_burst_seals_what_was_accepted_and_is_reported_after_t
     });
 
     // Two publishers mid-burst when the power fails.
-    let mut pubs = [publisher(port, "a", &lines), publisher(port, "b", &lines)];
+    let mut pubs = Publishers(vec![
+        publisher(port, "a", &lines),
+        publisher(port, "b", &lines),
+    ]);
     wait_until(Duration::from_secs(60), "records flowing", || {
         skygate_e2e::last_seq(&data) > 2_000
     });
@@ -174,7 +189,8 @@ fn a_power_failure_under_a_burst_seals_what_was_accepted_and_is_reported_after_t
     let status = power(&data, &[]);
     assert_eq!(status["failed"]["last_seq"].as_u64(), Some(last_seq));
     assert!(
-        pubs.iter_mut()
+        pubs.0
+            .iter_mut()
             .all(|p| p.try_wait().expect("wait").is_none()),
         "publishers still wait for PUBACKs"
     );
@@ -193,10 +209,7 @@ fn a_power_failure_under_a_burst_seals_what_was_accepted_and_is_reported_after_t
 
     // The power goes: no orderly stop.
     agent.kill9();
-    for p in &mut pubs {
-        let _ = p.kill();
-        let _ = p.wait();
-    }
+    drop(pubs);
     let burst: Vec<(u64, String, u64)> = buffer_export(&data)
         .into_iter()
         .filter(|r| r["stream"] == "burst" && r["channel"] != "one.n")
@@ -262,7 +275,8 @@ fn intake_resumes_when_power_returns_and_the_outage_is_reported_at_once() {
     // A publisher waiting when power returns is acknowledged then.
     let lines = root.path().join("one.jsonl");
     std::fs::write(&lines, "{\"n\":1}\n{\"n\":2}\n").expect("lines");
-    let mut waiting = publisher(port, "late", &lines);
+    let mut late = Publishers(vec![publisher(port, "late", &lines)]);
+    let waiting = &mut late.0[0];
     std::thread::sleep(Duration::from_millis(500));
     let st = power(&data, &["ok"]);
     assert!(st["failed"].is_null(), "{st}");
