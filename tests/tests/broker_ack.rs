@@ -220,13 +220,18 @@ fn every_puback_survives_twenty_kill9s_under_retrying_instruments() {
         })
         .collect();
     // Kill at moments spread over the publishing, restart at once: the instruments retry.
+    let mut slowest = Duration::ZERO;
     for k in 0..KILLS {
         let before: usize = instruments.iter().map(|(_, f, _)| acked(f).len()).sum();
         std::thread::sleep(Duration::from_millis(300 + (k as u64 * 137) % 700));
         agent.kill9();
         agent = Agent::start(&cfg, &data);
+        // Progress between kills is what this waits for, not a speed figure: on a busy
+        // machine a restart has once taken over 30 s to acknowledge ten messages (seen
+        // in CI and a cold run; not understood yet), so the slowest is printed.
+        let t0 = std::time::Instant::now();
         wait_until(
-            Duration::from_secs(30),
+            Duration::from_secs(90),
             "acknowledgements after a restart",
             || {
                 instruments
@@ -236,7 +241,9 @@ fn every_puback_survives_twenty_kill9s_under_retrying_instruments() {
                     > before + 10
             },
         );
+        slowest = slowest.max(t0.elapsed());
     }
+    println!("slowest restart to ten more acknowledgements: {slowest:?}");
     agent.kill9();
     let got = stored(&data);
     let mut total = 0;
