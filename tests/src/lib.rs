@@ -137,6 +137,75 @@ impl Drop for Agent {
     }
 }
 
+/// An agent whose embedded broker (`127.0.0.1:port`, anonymous) feeds one JSON driver
+/// (`burst/<client>` -> stream `burst`, channel `<client>.n`) into a bucket sink that
+/// cannot deliver (its directory is a file): every record stays in the buffer to be read
+/// or counted. Writes `dir/<name>.toml` and returns its path. The broker tests, the power
+/// tests and the broker benchmark share it.
+pub fn embedded_broker_rig(dir: &Path, name: &str, durability: &str, port: u16) -> PathBuf {
+    let blocker = dir.join("not-a-dir");
+    std::fs::write(&blocker, b"").expect("blocker");
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[gateway]
+id = "gw-{name}"
+[buffer]
+durability = "{durability}"
+max_bytes = "4GiB"
+min_free_disk = "16MiB"
+[health]
+enabled = false
+[broker]
+listen = "127.0.0.1:{port}"
+allow_anonymous = true
+[drivers.inst]
+kind = "mqtt"
+broker = "embedded"
+stream = "burst"
+[[drivers.inst.topics]]
+filter = "burst/+"
+channel = "{{1}}"
+decoder = "json"
+fields = {{ n = "/n" }}
+[sinks.archive]
+kind = "bucket"
+dir = "{blocker}"
+[[routes]]
+streams = ["*"]
+sinks = ["archive"]
+"#,
+            blocker = blocker.display()
+        ),
+    )
+    .expect("config");
+    cfg
+}
+
+/// A benchmark's `--NAME N` argument, `default` when absent.
+pub fn bench_arg(name: &str, default: usize) -> usize {
+    std::env::args()
+        .skip_while(|a| a != name)
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `skygate` binary beside a benchmark's own (`target/release/`), or `SKYGATE_BIN`.
+pub fn bench_skygate_bin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SKYGATE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let bin = std::env::current_exe()?.with_file_name("skygate");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not found: cargo build --release -p skygate-agent --bin skygate",
+        bin.display()
+    );
+    Ok(bin)
+}
+
 /// A benchmark's measuring window: `--seconds S` on its command line, 5 by default.
 pub fn bench_seconds() -> f64 {
     std::env::args()

@@ -10,53 +10,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use skygate_e2e::{Agent, Peer, buffer_export, free_port, peer_python, peers_dir, wait_until};
+use skygate_e2e::{
+    Agent, Peer, buffer_export, embedded_broker_rig, free_port, peer_python, peers_dir, wait_until,
+};
 
 const BURST: usize = 20_000;
-
-/// An agent whose embedded broker feeds one JSON driver (`burst/<client>` -> channel
-/// `<client>.n`), into a bucket sink that cannot deliver (its directory is a file): every
-/// record stays in the buffer for the test to read.
-fn rig(root: &Path, durability: &str, port: u16) -> std::path::PathBuf {
-    let blocker = root.join("not-a-dir");
-    std::fs::write(&blocker, b"").expect("blocker");
-    let cfg = root.join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[gateway]
-id = "gw-burst"
-[buffer]
-durability = "{durability}"
-max_bytes = "4GiB"
-min_free_disk = "16MiB"
-[health]
-enabled = false
-[broker]
-listen = "127.0.0.1:{port}"
-allow_anonymous = true
-[drivers.inst]
-kind = "mqtt"
-broker = "embedded"
-stream = "burst"
-[[drivers.inst.topics]]
-filter = "burst/+"
-channel = "{{1}}"
-decoder = "json"
-fields = {{ n = "/n" }}
-[sinks.archive]
-kind = "bucket"
-dir = "{blocker}"
-[[routes]]
-streams = ["*"]
-sinks = ["archive"]
-"#,
-            blocker = blocker.display()
-        ),
-    )
-    .expect("config");
-    cfg
-}
 
 /// Every record of stream `burst` in the buffer (the agent stopped), as
 /// channel -> values in seq order.
@@ -120,7 +78,7 @@ fn bursts_are_stored_whole(durability: &str) {
     let root = tempfile::tempdir().expect("tmp");
     let data = root.path().join("data");
     let port = free_port();
-    let cfg = rig(root.path(), durability, port);
+    let cfg = embedded_broker_rig(root.path(), "burst", durability, port);
     let lines = burst_file(root.path());
     let agent = Agent::start(&cfg, &data);
     let probe = port.to_string();
@@ -194,7 +152,7 @@ fn every_puback_survives_twenty_kill9s_under_retrying_instruments() {
     let root = tempfile::tempdir().expect("tmp");
     let data = root.path().join("data");
     let port = free_port();
-    let cfg = rig(root.path(), "process", port);
+    let cfg = embedded_broker_rig(root.path(), "burst", "process", port);
     let mut agent = Agent::start(&cfg, &data);
     let python = peer_python();
     let script = peers_dir().join("mqtt_instrument.py");

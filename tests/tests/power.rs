@@ -9,52 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use skygate_e2e::{Agent, buffer_export, free_port, skygate, wait_until};
+use skygate_e2e::{Agent, buffer_export, embedded_broker_rig, free_port, skygate, wait_until};
 
 const BURST: usize = 50_000;
-
-/// Embedded broker -> JSON driver -> a bucket sink that cannot deliver (its directory is a
-/// file), so every record stays in the buffer. `process` durability: commits are not
-/// fsynced, only the seal makes them survive a power cut.
-fn rig(root: &Path, port: u16) -> std::path::PathBuf {
-    let blocker = root.join("not-a-dir");
-    std::fs::write(&blocker, b"").expect("blocker");
-    let cfg = root.join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[gateway]
-id = "gw-power"
-[buffer]
-durability = "process"
-min_free_disk = "16MiB"
-[health]
-enabled = false
-[broker]
-listen = "127.0.0.1:{port}"
-allow_anonymous = true
-[drivers.inst]
-kind = "mqtt"
-broker = "embedded"
-stream = "burst"
-[[drivers.inst.topics]]
-filter = "burst/+"
-channel = "{{1}}"
-decoder = "json"
-fields = {{ n = "/n" }}
-[sinks.archive]
-kind = "bucket"
-dir = "{blocker}"
-[[routes]]
-streams = ["*"]
-sinks = ["archive"]
-"#,
-            blocker = blocker.display()
-        ),
-    )
-    .expect("config");
-    cfg
-}
 
 /// Publishers killed when dropped: a failing assertion must not leave them running.
 struct Publishers(Vec<std::process::Child>);
@@ -147,7 +104,7 @@ fn a_power_failure_under_a_burst_seals_what_was_accepted_and_is_reported_after_t
     let root = tempfile::tempdir().expect("tmp");
     let data = root.path().join("data");
     let port = free_port();
-    let cfg = rig(root.path(), port);
+    let cfg = embedded_broker_rig(root.path(), "power", "process", port);
     let lines = root.path().join("burst.jsonl");
     let text: String = (1..=BURST).map(|i| format!("{{\"n\":{i}}}\n")).collect();
     std::fs::write(&lines, text).expect("burst");
@@ -261,7 +218,7 @@ fn intake_resumes_when_power_returns_and_the_outage_is_reported_at_once() {
     let root = tempfile::tempdir().expect("tmp");
     let data = root.path().join("data");
     let port = free_port();
-    let cfg = rig(root.path(), port);
+    let cfg = embedded_broker_rig(root.path(), "power", "process", port);
     let agent = Agent::start_serving(&cfg, &data);
     wait_until(Duration::from_secs(20), "the embedded broker", || {
         publish_one(port, 5)

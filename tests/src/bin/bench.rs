@@ -173,10 +173,7 @@ async fn power_phase(dir: &Path, n: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>
 }
 
 fn idle_rss(dir: &Path) -> anyhow::Result<u64> {
-    let exe = std::env::current_exe()?;
-    let bin = std::env::var_os("SKYGATE_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| exe.with_file_name("skygate"));
+    let bin = skygate_e2e::bench_skygate_bin()?;
     let mut child = std::process::Command::new(&bin)
         .args(["run", "--data-dir"])
         .arg(dir.join("idle"))

@@ -13,38 +13,17 @@
 //!
 //!     cargo run --release -p skygate-e2e --bin skygate-bench-broker [-- --messages 20000 --rounds 3]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use skygate_e2e::{free_port, mosquitto, wait_port};
+use skygate_e2e::{
+    bench_arg, bench_skygate_bin, embedded_broker_rig, free_port, mosquitto, wait_port,
+};
 
 const CLIENTS: usize = 4;
 const INFLIGHT: &str = "64";
-
-fn arg(name: &str, default: usize) -> usize {
-    std::env::args()
-        .skip_while(|a| a != name)
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The `skygate` binary beside this one (or `SKYGATE_BIN`).
-fn skygate_bin() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("SKYGATE_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let bin = std::env::current_exe()?.with_file_name("skygate");
-    if !bin.exists() {
-        bail!(
-            "{} not found: cargo build --release -p skygate-agent --bin skygate",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
 
 /// Publishes `lines` from each client at once; returns when every publisher has had
 /// every PUBACK (mosquitto_pub exits 0 only then), with the elapsed time.
@@ -72,48 +51,6 @@ fn burst(port: u16, lines: &Path, round: usize) -> anyhow::Result<Duration> {
     Ok(t0.elapsed())
 }
 
-/// The agent's config: embedded broker -> JSON driver -> a bucket sink that cannot
-/// deliver (its directory is a file), so every record stays in the buffer to be counted.
-fn agent_config(dir: &Path, durability: &str, port: u16) -> anyhow::Result<PathBuf> {
-    let blocker = dir.join("not-a-dir");
-    std::fs::write(&blocker, b"")?;
-    let cfg = dir.join(format!("skygate-{durability}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[gateway]
-id = "gw-broker-bench"
-[buffer]
-durability = "{durability}"
-max_bytes = "4GiB"
-min_free_disk = "16MiB"
-[health]
-enabled = false
-[broker]
-listen = "127.0.0.1:{port}"
-allow_anonymous = true
-[drivers.inst]
-kind = "mqtt"
-broker = "embedded"
-stream = "burst"
-[[drivers.inst.topics]]
-filter = "burst/+"
-channel = "{{1}}"
-decoder = "json"
-fields = {{ n = "/n" }}
-[sinks.archive]
-kind = "bucket"
-dir = "{blocker}"
-[[routes]]
-streams = ["*"]
-sinks = ["archive"]
-"#,
-            blocker = blocker.display()
-        ),
-    )?;
-    Ok(cfg)
-}
-
 /// One round against a fresh agent: the burst's time and how many records it stored.
 fn skygate_round(
     bin: &Path,
@@ -123,7 +60,7 @@ fn skygate_round(
     round: usize,
 ) -> anyhow::Result<(Duration, u64)> {
     let port = free_port();
-    let cfg = agent_config(dir, durability, port)?;
+    let cfg = embedded_broker_rig(dir, &format!("bench-{durability}"), durability, port);
     let data = dir.join(format!("data-{durability}-{round}"));
     let mut child = Command::new(bin)
         .args(["run", "--config"])
@@ -156,9 +93,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() -> anyhow::Result<()> {
-    let messages = arg("--messages", 20_000);
-    let rounds = arg("--rounds", 3).max(1);
-    let bin = skygate_bin()?;
+    let messages = bench_arg("--messages", 20_000);
+    let rounds = bench_arg("--rounds", 3).max(1);
+    let bin = bench_skygate_bin()?;
     let dir = tempfile::tempdir_in(std::env::var_os("BENCH_DIR").unwrap_or_else(|| ".".into()))?;
     let lines = dir.path().join("burst.jsonl");
     let text: String = (1..=messages)

@@ -22,30 +22,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use skygate_e2e::{Peer, free_port, kafka_consume, read_bucket, tansu_bin, tansu_cmd, wait_port};
+use skygate_e2e::{
+    Peer, bench_arg, bench_skygate_bin, free_port, kafka_consume, read_bucket, tansu_bin,
+    tansu_cmd, wait_port,
+};
 
 const CHANNELS: u32 = 10;
 const WINDOW: Duration = Duration::from_secs(10);
 const TOPICS: [&str; 2] = ["skygate.weather", "skygate.gateway.health"];
-
-fn arg(name: &str, default: usize) -> usize {
-    std::env::args()
-        .skip_while(|a| a != name)
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let bin = std::env::current_exe()?.with_file_name(name);
-    if !bin.exists() {
-        bail!(
-            "{} not found: cargo build --release -p skygate-agent --bin skygate",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
 
 struct Member {
     id: String,
@@ -180,8 +164,8 @@ fn coverage(
 }
 
 fn main() -> anyhow::Result<()> {
-    let agents = arg("--agents", 50);
-    let bin = sibling("skygate")?;
+    let agents = bench_arg("--agents", 50);
+    let bin = bench_skygate_bin()?;
     let root = tempfile::tempdir_in(std::env::var_os("BENCH_DIR").unwrap_or_else(|| ".".into()))?;
     println!(
         "fleet on one box: {agents} agents, {CHANNELS} channels at 1 Hz each (50 Hz loaded), Kafka (Tansu) + S3 (s3s-fs), {} cores",
