@@ -277,7 +277,10 @@ pub async fn start_with(
         stop.clone(),
     );
     let hardware = match &board_file {
-        Ok((b, _, _)) => start_hardware(b, &power, &sink_status, &buffer, stop.clone()),
+        // Opening the GPIO line and the LEDs' sysfs files blocks briefly.
+        Ok((b, _, _)) => crate::util::blocking_here(|| {
+            start_hardware(b, &power, &sink_status, &buffer, stop.clone())
+        }),
         Err(_) => Hardware::default(),
     };
 

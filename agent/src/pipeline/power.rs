@@ -206,50 +206,43 @@ impl PowerTask {
                 0
             }
         };
-        let marker = Marker {
+        // `sealed_ms` in the file is the time up to the marker's own write; the log, the
+        // metrics and the returned marker have the full figure.
+        let mut marker = Marker {
             failed_at,
             time_quality: tq.to_code(),
             input: input.to_string(),
             intake_stopped_ms: ms(intake),
-            sealed_ms: 0.0,
+            sealed_ms: ms(t0.elapsed()),
             budget_ms: ms(self.budget),
             last_seq,
         };
         let path = self.data_dir.join(MARKER);
-        // The marker's own write is part of the measured time; `sealed_ms` in the file is
-        // the time up to the write (the log and metrics have the full figure).
-        let mut written = marker.clone();
-        written.sealed_ms = ms(t0.elapsed());
-        let body = serde_json::to_vec_pretty(&written).unwrap_or_default();
-        let p = path.clone();
-        let w = tokio::task::spawn_blocking(move || crate::util::fs::write_atomic(&p, &body)).await;
+        let body = serde_json::to_vec_pretty(&marker).unwrap_or_default();
+        let written = crate::util::blocking_here(|| crate::util::fs::write_atomic(&path, &body));
         let sealed = t0.elapsed();
-        if !matches!(w, Ok(Ok(()))) {
-            tracing::error!(path = %path.display(), "power failing: the marker could not be written");
+        marker.sealed_ms = ms(sealed);
+        if let Err(e) = written {
+            tracing::error!(path = %path.display(), error = %e, "power failing: the marker could not be written");
         }
         metrics.failures.fetch_add(1, Ordering::Relaxed);
         metrics
             .last_seal_us
             .store(sealed.as_micros() as u64, Ordering::Relaxed);
         let over = sealed > self.budget;
-        let msg = "input power lost: intake stopped, buffer committed, checkpointed and flushed";
+        tracing::warn!(
+            input,
+            intake_stopped_ms = ms(intake),
+            sealed_ms = ms(sealed),
+            budget_ms = ms(self.budget),
+            last_seq,
+            "input power lost: intake stopped, buffer committed, checkpointed and flushed"
+        );
         if over {
             tracing::error!(
-                input,
-                intake_stopped_ms = ms(intake),
                 sealed_ms = ms(sealed),
                 budget_ms = ms(self.budget),
-                last_seq,
-                "{msg}, OVER the hold-up budget"
-            );
-        } else {
-            tracing::warn!(
-                input,
-                intake_stopped_ms = ms(intake),
-                sealed_ms = ms(sealed),
-                budget_ms = ms(self.budget),
-                last_seq,
-                "{msg}"
+                "power failing: sealing took longer than the hold-up budget"
             );
         }
         self.audit
@@ -265,10 +258,7 @@ impl PowerTask {
                 ),
             ))
             .await;
-        Marker {
-            sealed_ms: ms(sealed),
-            ..written
-        }
+        marker
     }
 
     async fn read_marker(&self) -> Option<Marker> {
