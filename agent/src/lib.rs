@@ -18,6 +18,7 @@
 // (functions/wasm.rs), allowed there alone, with its reasoning.
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod broker;
 pub mod buffer;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod functions;
 pub mod logging;
 pub mod model;
 pub mod pipeline;
+pub mod security;
 pub mod sinks;
 pub mod tui;
 pub mod util;

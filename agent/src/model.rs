@@ -43,6 +43,9 @@
 
 use std::sync::Arc;
 
+/// The heartbeat's readings carry this as `source`; no driver may take the name.
+pub const HEALTH_SOURCE: &str = "skygate";
+
 use base64::Engine;
 use serde::Serialize;
 use skygate_drivers::{Reading, Timestamp, Value};

@@ -41,6 +41,8 @@
 //! - Not built for 32-bit ARM (armv7): ntex-net 4.0 depends there on a syscall crate that
 //!   no longer compiles; `start` says so, and armv7 gateways use an external broker.
 
+mod settings;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,9 +63,9 @@ use skygate_drivers::{BoxFuture, Committed};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::BrokerSettings;
-use crate::control::tcp::TlsListener;
-use crate::util::secret::{Secret, SecretError};
+use crate::security::TlsListener;
+use crate::security::secret::{Secret, SecretError};
+pub use settings::BrokerSettings;
 
 /// Messages queued for one subscribing driver before a delivery waits for it.
 pub const SUBSCRIBER_QUEUE: usize = 1024;

@@ -75,6 +75,7 @@
 pub mod ops;
 mod reader;
 mod schema;
+mod settings;
 pub mod startup;
 mod writer;
 
@@ -90,10 +91,10 @@ use serde::Serialize;
 use skygate_bsp::Board;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::BufferSettings;
 use crate::model::{Gap, Record};
 use crate::util::histogram::Histogram;
 
+pub use settings::{BufferSettings, Durability};
 pub use startup::StartupReport;
 pub use writer::human_bytes as writer_human_bytes;
 

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use skygate_drivers::{Blob, MetaValue, Quality, Reading, TimeQuality, Timestamp, Value};
 
 use super::BufferError;
-use crate::config::Durability;
+use super::Durability;
 use crate::model::{Lineage, Record, SeqRef};
 
 pub const SCHEMA_VERSION: i64 = 1;

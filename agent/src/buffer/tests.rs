@@ -11,7 +11,7 @@ use skygate_bsp::{Board, BoardError, DiskSpace, GenericLinux, Identity, Temperat
 use skygate_drivers::{Blob, Quality, Reading, TimeQuality, Timestamp, Value};
 
 use super::*;
-use crate::config::{BufferSettings, Durability};
+use super::{BufferSettings, Durability};
 use crate::model::Record;
 
 const STREAMS: [&str; 3] = ["s0", "s1", "s2"];

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::schema::{self, ROW_OVERHEAD};
 use super::startup::{self, HWM_RESERVE};
 use super::{BufferError, BufferMetrics, BufferStatus, NewRecord, SeqRange, SinkId, WriterCmd};
-use crate::config::{BufferSettings, Durability};
+use super::{BufferSettings, Durability};
 use crate::util::backoff::Backoff;
 use crate::util::fs::fsync_dir;
 

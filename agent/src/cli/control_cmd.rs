@@ -7,8 +7,8 @@ use std::io::Write;
 use serde_json::Value;
 
 use super::{CliError, Command, PowerAction, SinkAction, data_dir, endpoint, print_json};
+use crate::audit;
 use crate::buffer::writer_human_bytes as human;
-use crate::control::audit;
 use crate::control::client::Endpoint;
 use crate::control::views::{DriverReply, ErrorsReply};
 

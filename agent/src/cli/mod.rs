@@ -20,7 +20,7 @@ use crate::buffer::BufferError;
 use crate::config;
 use crate::control::client::Endpoint;
 use crate::logging::LogFormat;
-use crate::util::secret::Secret;
+use crate::security::secret::Secret;
 
 pub use board_cmd::run as run_board;
 pub use buffer_cmd::run as run_buffer;
@@ -416,7 +416,7 @@ pub enum CliError {
     #[error(transparent)]
     Client(#[from] crate::control::client::ClientError),
     #[error(transparent)]
-    Audit(#[from] crate::control::audit::AuditError),
+    Audit(#[from] crate::audit::AuditError),
     #[error("unexpected answer from the agent: {0}")]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
@@ -434,7 +434,7 @@ pub enum CliError {
     )]
     NoToken,
     #[error(transparent)]
-    Secret(#[from] crate::util::secret::SecretError),
+    Secret(#[from] crate::security::secret::SecretError),
     #[error(transparent)]
     Tls(#[from] crate::util::tls::TlsError),
 }

@@ -49,44 +49,6 @@ pub struct GatewaySettings {
     pub board: Option<String>,
 }
 
-/// How much a commit survives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// `synchronous=FULL`: a committed record survives a power cut.
-    Power,
-    /// `synchronous=NORMAL`: a committed record survives the process being killed.
-    Process,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct BufferSettings {
-    pub durability: Durability,
-    /// Cap on stored record bytes (rows and spooled blobs).
-    pub max_bytes: u64,
-    /// Evict when the filesystem's free space (plus reusable database pages) drops below.
-    pub min_free_disk: u64,
-    /// Largest group commit, in records.
-    pub commit_max_records: u32,
-    /// How long the writer may wait to fill a group once it has work. Zero: commit as soon
-    /// as the queue is empty (the natural group is what arrived during the last commit).
-    pub commit_max_delay: Duration,
-    /// Blob payloads larger than this are stored as spool files, not in the database.
-    pub blob_spool_threshold: u64,
-}
-
-impl Default for BufferSettings {
-    fn default() -> Self {
-        Self {
-            durability: Durability::Power,
-            max_bytes: 1024 * 1024 * 1024,
-            min_free_disk: 256 * 1024 * 1024,
-            commit_max_records: 8192,
-            commit_max_delay: Duration::ZERO,
-            blob_spool_threshold: 64 * 1024,
-        }
-    }
-}
-
 /// The heartbeat: the gateway's own state as readings on a stream, routed like any other,
 /// so the fleet sees gateways through Kafka and buckets too.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,42 +59,7 @@ pub struct HealthSettings {
     pub priority: u8,
 }
 
-/// Where the control API listens.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ControlSettings {
-    /// The Unix socket; relative paths are under the data directory.
-    pub socket: PathBuf,
-    /// Permission bits of the socket; never writable by others.
-    pub socket_mode: u32,
-    /// Group given the socket (the service group whose members may operate the agent).
-    pub socket_group: Option<String>,
-    /// The optional remote API: TLS only, every request with the bearer token.
-    pub tcp: Option<TcpControlSettings>,
-}
-
-impl Default for ControlSettings {
-    fn default() -> Self {
-        Self {
-            socket: PathBuf::from(crate::control::SOCKET_NAME),
-            socket_mode: 0o660,
-            socket_group: None,
-            tcp: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TcpControlSettings {
-    pub listen: std::net::SocketAddr,
-    /// PEM certificate chain and private key of the listener.
-    pub tls_cert: PathBuf,
-    pub tls_key: PathBuf,
-    /// File holding the bearer token (the token itself never sits in the config).
-    pub token_file: PathBuf,
-}
-
-/// The heartbeat's readings carry this as `source`; no driver may take the name.
-pub const HEALTH_SOURCE: &str = "skygate";
+pub use crate::model::HEALTH_SOURCE;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverKind {
@@ -166,57 +93,11 @@ pub struct DriverSettings {
     pub kind: DriverKind,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct SinkCommon {
-    /// Share of the link given to backfill while live data waits, 0.0 to 1.0.
-    pub backfill_share: f64,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    pub batch_max_records: u32,
-    pub batch_max_bytes: u64,
-    /// In the live lane, wait up to this long for a fuller batch.
-    pub batch_max_age: Duration,
-    /// Bandwidth cap in bytes per second (None: as fast as the link goes).
-    pub max_bytes_per_sec: Option<u64>,
-    /// The stream records this sink's peer refuses for good are set aside in.
-    pub dead_letter_stream: String,
-}
-
-/// Where refused records go unless a sink says otherwise.
-const DEFAULT_DEAD_LETTER_STREAM: &str = "deadletter";
-
-/// A sink's settings where its table says nothing.
-impl Default for SinkCommon {
-    fn default() -> Self {
-        Self {
-            backfill_share: 0.5,
-            backoff_initial: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(60),
-            batch_max_records: 5000,
-            batch_max_bytes: 8 * 1024 * 1024,
-            batch_max_age: Duration::from_secs(5),
-            max_bytes_per_sec: None,
-            dead_letter_stream: DEFAULT_DEAD_LETTER_STREAM.to_string(),
-        }
-    }
-}
-
+pub use crate::broker::BrokerSettings;
+pub use crate::buffer::{BufferSettings, Durability};
+pub use crate::control::{ControlSettings, TcpControlSettings};
 pub use crate::sinks::bucket::BucketSinkSettings;
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum SinkKind {
-    Bucket(Box<BucketSinkSettings>),
-    Mqtt(Box<crate::sinks::mqtt::MqttSinkSettings>),
-    #[cfg(feature = "kafka")]
-    Kafka(Box<crate::sinks::kafka::KafkaSinkSettings>),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SinkSettings {
-    pub name: String,
-    pub common: SinkCommon,
-    pub kind: SinkKind,
-}
+pub use crate::sinks::{SinkCommon, SinkKind, SinkSettings};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteSettings {
@@ -537,22 +418,6 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
     })
 }
 
-/// The embedded MQTT broker's listeners, users and limits.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BrokerSettings {
-    /// Plain MQTT (instrument LANs where TLS is not possible).
-    pub listen: Option<SocketAddr>,
-    /// MQTT over TLS, with `tls_cert` and `tls_key`.
-    pub tls_listen: Option<SocketAddr>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    /// User name -> file holding the password (read at start, never logged).
-    pub users: BTreeMap<String, PathBuf>,
-    pub allow_anonymous: bool,
-    pub max_connections: usize,
-    pub max_payload: usize,
-}
-
 fn broker(b: Located<BrokerRaw>, files: &[SourceFile]) -> Result<BrokerSettings, ConfigError> {
     let err = |msg: String| files[b.file].error_at(Some(b.span.clone()), msg);
     let r = b.value.clone();
@@ -697,42 +562,4 @@ fn default_gateway_id() -> String {
     }
 }
 
-/// Glob match with `*` (any run, possibly empty) and `?` (one character).
-pub fn glob_match(pattern: &str, s: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = s.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(sp) = star {
-            pi = sp + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn globs_match_prefixes_suffixes_and_single_characters() {
-        assert!(glob_match("*", "weather"));
-        assert!(glob_match("weather*", "weather.mast2"));
-        assert!(glob_match("*.frames", "allsky.frames"));
-        assert!(glob_match("gps?", "gps1"));
-        assert!(!glob_match("gps?", "gps"));
-        assert!(!glob_match("weather", "weather2"));
-    }
-}
+pub use crate::util::glob::glob_match;

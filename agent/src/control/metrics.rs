@@ -60,31 +60,6 @@ fn sink_label(name: &str) -> Labels {
     vec![("sink".into(), name.into())]
 }
 
-/// Resident memory (bytes) and CPU time (seconds) of this process, from /proc.
-pub(super) fn process_usage() -> (u64, f64) {
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024;
-    let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
-    let cpu = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime and stime are 14 and 15.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
-        })
-        .unwrap_or(0.0)
-        / ticks;
-    (rss, cpu)
-}
-
 pub(super) async fn render(s: &ControlState) -> String {
     let m = s.buffer.metrics();
     let get = BufferMetrics::get;
@@ -386,7 +361,7 @@ pub(super) async fn render(s: &ControlState) -> String {
         }),
     );
 
-    let (rss, cpu) = process_usage();
+    let (rss, cpu) = crate::util::process_usage();
     gauge(
         &mut reg,
         "process_resident_memory_bytes",

@@ -27,16 +27,16 @@
 //! | POST | `/v1/power/{fail,ok}` | the operator's power-fail input (UPS daemons); answers once acted on |
 //! | GET | `/v1/audit?limit=N` | the newest audit rows |
 
-pub mod audit;
 pub mod client;
-pub mod heartbeat;
 mod metrics;
 pub mod rates;
 mod server;
+mod settings;
 pub(crate) mod tcp;
 pub mod views;
 
 pub use server::{ControlError, ControlState, Peer, serve};
+pub use settings::{ControlSettings, TcpControlSettings};
 
 /// File name of the socket in the data directory.
 pub const SOCKET_NAME: &str = "skygate.sock";

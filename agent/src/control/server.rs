@@ -20,14 +20,15 @@ use skygate_drivers::{Clock, Timestamp};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::audit::{self, Audit, AuditEvent};
-use super::tcp::{TlsListener, TokenCheck};
+use super::tcp::TokenCheck;
 use super::views;
+use crate::audit::{self, Audit, AuditEvent};
 use crate::buffer::{Buffer, BufferMetrics, buffer_dir, ops};
 use crate::config::{ControlSettings, TcpControlSettings};
 use crate::pipeline::{DriverRegistry, IngestView, ReloadError, ReloadRequest};
+use crate::security::TlsListener;
+use crate::security::secret::Secret;
 use crate::sinks::delivery::{SinkHandle, SinkStatus};
-use crate::util::secret::Secret;
 
 /// What the handlers read from. Cheap clones of the components' handles.
 #[derive(Debug, Clone)]
@@ -118,7 +119,7 @@ pub enum ControlError {
     #[error("control API TLS: {0}")]
     Tls(#[from] crate::util::tls::TlsError),
     #[error("control API token: {0}")]
-    Token(#[from] crate::util::secret::SecretError),
+    Token(#[from] crate::security::secret::SecretError),
 }
 
 /// The gid of a group, from /etc/group.

@@ -13,10 +13,10 @@ use skygate_drivers::{DriverState, ErrorEvent, HealthSnapshot, TimeQuality, Time
 use tokio::sync::broadcast::error::RecvError;
 
 use super::server::ControlState;
-use crate::config::settings::glob_match;
 use crate::model::{BlobPlacement, rfc3339, write_ndjson};
 use crate::pipeline::SourceLive;
 use crate::sinks::delivery::LinkState;
+use crate::util::glob::glob_match;
 
 /// One driver as `/v1/drivers` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

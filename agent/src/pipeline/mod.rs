@@ -7,6 +7,7 @@
 //! Every stage is bounded in time, so a stuck peer cannot keep the agent from stopping.
 
 mod drivers;
+mod heartbeat;
 mod ingest;
 pub mod power;
 mod reload;
@@ -30,14 +31,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::{Audit, AuditError, AuditEvent, AuditGuard};
 use crate::buffer::{Buffer, BufferError, BufferEvent, BufferGuard, BufferOptions, buffer_dir};
 use crate::config::{DriverKind, DriverSettings, HEALTH_SOURCE, HealthSettings, Settings};
-use crate::control::audit::{Audit, AuditError, AuditEvent, AuditGuard};
-use crate::control::heartbeat::Heartbeat;
 use crate::functions::builtins::BuildCx;
 use crate::functions::{Engine, WorkflowsView};
 use crate::sinks::{self, delivery::SinkHandle};
 use drivers::DriverSet;
+use heartbeat::Heartbeat;
 
 pub use drivers::{DRIVER_STOP, DriverInfo, DriverRegistry};
 use ingest::Routing;

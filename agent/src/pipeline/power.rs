@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::ingest::IngestCmd;
+use crate::audit::{Audit, AuditEvent};
 use crate::buffer::{Buffer, NewRecord};
-use crate::control::audit::{Audit, AuditEvent};
 use crate::model::Record;
 
 /// The marker's file name in the data directory.

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::drivers::DriverSet;
 use super::ingest::IngestCmd;
 use super::{DriverFactory, dead_letter_mask, routes_for};
+use crate::audit::{Audit, AuditEvent};
 use crate::config::{ConfigError, ConfigSource, DriverSettings, HEALTH_SOURCE, Settings};
-use crate::control::audit::{Audit, AuditEvent};
 use crate::functions::WorkflowsView;
 use crate::functions::builtins::BuildCx;
 

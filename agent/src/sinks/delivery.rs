@@ -36,9 +36,9 @@ use skygate_drivers::{ErrorRing, Timestamp};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::SinkCommon;
 use super::{Batch, Delivered, Rejected, Sink, SinkError};
 use crate::buffer::{Buffer, ReadQuery, SinkId};
-use crate::config::SinkCommon;
 use crate::util::backoff::Backoff;
 use crate::util::throttle::Throttle;
 
@@ -584,7 +584,7 @@ mod lane_tests {
 
     use super::*;
     use crate::buffer::{BufferOptions, NewRecord};
-    use crate::config::{BufferSettings, Durability};
+    use crate::buffer::{BufferSettings, Durability};
     use crate::model::{Gap, Record};
     use crate::sinks::{Sink, SinkFuture};
 

@@ -11,6 +11,7 @@ pub mod delivery;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod mqtt;
+mod settings;
 pub mod template;
 
 use std::future::Future;
@@ -18,8 +19,8 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::{SinkKind, SinkSettings};
 use crate::model::{Gap, Record};
+pub use settings::{SinkCommon, SinkKind, SinkSettings};
 
 pub type SinkFuture<'a, T = ()> = Pin<Box<dyn Future<Output = Result<T, SinkError>> + Send + 'a>>;
 

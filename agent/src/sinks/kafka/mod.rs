@@ -38,7 +38,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::{Batch, Delivered, Rejected, Sink, SinkError, SinkFuture};
 use crate::model::{self, BlobPlacement, Gap, NDJSON_SCHEMA_VERSION, Record};
-use crate::util::secret::Secret;
+use crate::security::secret::Secret;
 pub use config::{KafkaSinkRaw, KafkaSinkSettings};
 
 /// librdkafka's log and error callbacks, into tracing; keeps the latest client-level error

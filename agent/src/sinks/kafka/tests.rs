@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::buffer::{Buffer, BufferOptions, NewRecord};
-use crate::config::{BufferSettings, Durability, SinkCommon};
+use crate::buffer::{BufferSettings, Durability};
 use crate::model::{Record, fixtures};
+use crate::sinks::SinkCommon;
 use crate::sinks::delivery::{DeadLetter, SinkSpec, spawn};
 use crate::sinks::template::Template;
 

@@ -30,7 +30,7 @@ use rumqttc::{
 
 use super::{Batch, Delivered, Rejected, Sink, SinkError, SinkFuture};
 use crate::model::{self, BlobPlacement, Gap};
-use crate::util::secret::Secret;
+use crate::security::secret::Secret;
 pub use config::{MqttSinkRaw, MqttSinkSettings};
 
 /// How long a connection attempt may take, CONNACK included.

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use skygate_bsp::Board;
 use skygate_drivers::{BoxFuture, Driver, DriverContext, DriverError, Quality, Reading, Value};
 
-use super::metrics::process_usage;
+use super::DriverRegistry;
 use crate::buffer::{Buffer, BufferMetrics};
-use crate::config::HEALTH_SOURCE;
-use crate::pipeline::DriverRegistry;
+use crate::model::HEALTH_SOURCE;
 use crate::sinks::delivery::SinkHandle;
+use crate::util::process_usage;
 
 #[derive(Debug)]
 pub struct Heartbeat {
