@@ -68,32 +68,32 @@ pub(super) async fn render(s: &ControlState) -> String {
         &mut reg,
         "ingest_readings",
         "Readings accepted from drivers",
-        s.ingest.counters.readings.load(Ordering::Relaxed),
+        s.ingest.counts().readings,
     );
     counter(
         &mut reg,
         "ingest_unrouted",
         "Readings dropped: their stream has no route",
-        s.ingest.counters.unrouted.load(Ordering::Relaxed),
+        s.ingest.counts().unrouted,
     );
-    let pm = &s.power.metrics;
+    let pm = s.power.counts();
     counter(
         &mut reg,
         "power_failures",
         "Power failures seen (power-fail line or operator input)",
-        pm.failures.load(Ordering::Relaxed),
+        pm.failures,
     );
     gauge(
         &mut reg,
         "power_fail_seal_seconds",
         "The last power failure: time from the edge until intake was stopped and the buffer on the disk",
-        pm.last_seal_us.load(Ordering::Relaxed) as f64 / 1e6,
+        pm.last_seal_seconds,
     );
     gauge(
         &mut reg,
         "power_failed",
         "1 while input power is lost",
-        f64::from(u8::from(s.power.status.borrow().failed.is_some())),
+        f64::from(u8::from(pm.failed)),
     );
     if let Some(b) = &s.broker {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -291,7 +291,7 @@ pub(super) async fn render(s: &ControlState) -> String {
             .map(|r| (sink_label(&r.name), r.status.gaps_delivered)),
     );
 
-    let flows = s.ingest.workflows.status();
+    let flows = s.ingest.workflows();
     let flow_label =
         |w: &crate::functions::WorkflowStatus| vec![("workflow".into(), w.name.clone())];
     for (name, help, pick) in [
@@ -327,7 +327,7 @@ pub(super) async fn render(s: &ControlState) -> String {
         .list()
         .into_iter()
         .map(|d| {
-            let live = s.ingest.live.get(&d.name).unwrap_or_default();
+            let live = s.ingest.live(&d.name).unwrap_or_default();
             (
                 vec![("driver".to_string(), d.name)],
                 d.health.snapshot(),

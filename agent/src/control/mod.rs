@@ -33,6 +33,7 @@ pub mod rates;
 mod server;
 mod settings;
 pub(crate) mod tcp;
+pub mod view;
 pub mod views;
 
 pub use server::{ControlError, ControlState, Peer, serve};

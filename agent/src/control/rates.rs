@@ -5,13 +5,12 @@
 //! Invariant: at most `WINDOW + 1` samples are kept per counter.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::IngestView;
+use super::view::Ingest;
 use crate::sinks::delivery::SinkHandle;
 
 /// Seconds the rates average over.
@@ -64,7 +63,7 @@ impl Rates {
     /// Samples once a second until `stop`.
     pub fn spawn(
         &self,
-        ingest: IngestView,
+        ingest: Arc<dyn Ingest>,
         sinks: BTreeMap<String, SinkHandle>,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
@@ -77,7 +76,7 @@ impl Rates {
                     _ = tick.tick() => {}
                 }
                 let now = Instant::now();
-                let readings = ingest.counters.readings.load(Ordering::Relaxed);
+                let readings = ingest.counts().readings;
                 let mut inner = rates.lock();
                 inner.ingest.push(now, readings);
                 for (name, h) in &sinks {

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::connect_info::Connected;
@@ -17,15 +16,14 @@ use axum::{Json, Router};
 use serde::Serialize;
 use skygate_bsp::Board;
 use skygate_drivers::{Clock, Timestamp};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::tcp::TokenCheck;
+use super::view::{self, ReloadError};
 use super::views;
 use crate::audit::{self, Audit, AuditEvent};
 use crate::buffer::{Buffer, BufferMetrics, buffer_dir, ops};
 use crate::config::{ControlSettings, TcpControlSettings};
-use crate::pipeline::{DriverRegistry, IngestView, ReloadError, ReloadRequest};
 use crate::security::TlsListener;
 use crate::security::secret::Secret;
 use crate::sinks::delivery::{SinkHandle, SinkStatus};
@@ -39,9 +37,9 @@ pub struct ControlState {
     pub started: Instant,
     pub buffer: Buffer,
     pub sinks: BTreeMap<String, SinkHandle>,
-    pub ingest: IngestView,
-    pub drivers: DriverRegistry,
-    pub reload: mpsc::Sender<ReloadRequest>,
+    pub ingest: Arc<dyn view::Ingest>,
+    pub drivers: Arc<dyn view::Drivers>,
+    pub reload: Arc<dyn view::Reload>,
     /// Cancelled when the agent stops: long-lived answers (tail) end on it.
     pub shutdown: CancellationToken,
     pub board: Arc<dyn Board>,
@@ -51,7 +49,7 @@ pub struct ControlState {
     /// The embedded MQTT broker's counters, when it runs.
     pub broker: Option<std::sync::Arc<crate::broker::BrokerMetrics>>,
     /// The power-fail component: its status, and the operator's input (UPS daemons).
-    pub power: crate::pipeline::power::PowerHandle,
+    pub power: Arc<dyn view::Power>,
 }
 
 /// Who is on the other end: on the Unix socket the kernel says which user
@@ -274,10 +272,10 @@ fn error(code: StatusCode, msg: &str) -> Response {
 
 async fn readyz(State(s): State<ControlState>) -> Response {
     let mut why = Vec::new();
-    if !s.ingest.counters.running.load(Ordering::Relaxed) {
+    if !s.ingest.counts().running {
         why.push("not ingesting".to_string());
     }
-    if let Some(by) = s.power.status.borrow().inputs.failed_by() {
+    if let Some(by) = s.power.failed_by() {
         why.push(format!("input power failed ({by}): intake stopped"));
     }
     match tokio::time::timeout(Duration::from_secs(2), s.buffer.sync()).await {
@@ -374,10 +372,13 @@ async fn status(State(s): State<ControlState>) -> Json<StatusReply> {
             records_evicted: BufferMetrics::get(&m.records_evicted),
             gaps: BufferMetrics::get(&m.gaps_recorded),
         },
-        ingest: IngestReply {
-            running: s.ingest.counters.running.load(Ordering::Relaxed),
-            readings: s.ingest.counters.readings.load(Ordering::Relaxed),
-            unrouted: s.ingest.counters.unrouted.load(Ordering::Relaxed),
+        ingest: {
+            let c = s.ingest.counts();
+            IngestReply {
+                running: c.running,
+                readings: c.readings,
+                unrouted: c.unrouted,
+            }
         },
     })
 }
@@ -496,7 +497,7 @@ async fn buffer_stats(State(s): State<ControlState>) -> Response {
 
 /// `GET /v1/power`: the power-fail inputs, a failure in progress, the last one reported.
 async fn power_status(State(s): State<ControlState>) -> Response {
-    Json(s.power.status.borrow().clone()).into_response()
+    Json(s.power.status()).into_response()
 }
 
 /// `POST /v1/power/{fail|ok}`: the operator's power-fail input, for UPS daemons (NUT's
@@ -523,14 +524,9 @@ async fn power_set(
             detail: String::new(),
         })
         .await;
-    let mut status = s.power.status.clone();
-    s.power.inputs.send_modify(|i| i.operator = Some(want));
-    let acted = status.wait_for(|st| {
-        st.inputs.operator == Some(want) && st.failed.is_some() == st.inputs.failed_by().is_some()
-    });
-    match tokio::time::timeout(Duration::from_secs(30), acted).await {
-        Ok(Ok(st)) => Json(st.clone()).into_response(),
-        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"),
+    match tokio::time::timeout(Duration::from_secs(30), s.power.set_operator(want)).await {
+        Ok(Some(st)) => Json(st).into_response(),
+        Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"),
         Err(_) => error(
             StatusCode::GATEWAY_TIMEOUT,
             "the power component did not act within 30 s",
@@ -542,22 +538,14 @@ async fn power_set(
 /// with the configuration error (file, line, column: the operator's own file) when the
 /// new configuration does not validate; nothing changes then.
 async fn reload(State(s): State<ControlState>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let req = ReloadRequest {
-        actor: peer.actor().await,
-        origin: peer.origin(),
-        reply: Some(reply),
-    };
-    if s.reload.send(req).await.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping");
-    }
+    let answer = s.reload.reload(peer.actor().await, peer.origin());
     match tokio::time::timeout(Duration::from_secs(60), answer).await {
-        Ok(Ok(Ok(report))) => Json(report).into_response(),
-        Ok(Ok(Err(e @ ReloadError::Config(_)))) => {
+        Ok(Some(Ok(report))) => Json(report).into_response(),
+        Ok(Some(Err(e @ ReloadError::Config(_)))) => {
             error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
         }
-        Ok(Ok(Err(e))) => error(StatusCode::CONFLICT, &e.to_string()),
-        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"),
+        Ok(Some(Err(e))) => error(StatusCode::CONFLICT, &e.to_string()),
+        Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"),
         Err(_) => error(
             StatusCode::GATEWAY_TIMEOUT,
             "reload did not finish within 60 s",

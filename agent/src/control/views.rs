@@ -2,7 +2,6 @@
 //! alarms, and the live reading stream (`skygate tail`).
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -13,8 +12,8 @@ use skygate_drivers::{DriverState, ErrorEvent, HealthSnapshot, TimeQuality, Time
 use tokio::sync::broadcast::error::RecvError;
 
 use super::server::ControlState;
+use super::view::SourceLive;
 use crate::model::{BlobPlacement, rfc3339, write_ndjson};
-use crate::pipeline::SourceLive;
 use crate::sinks::delivery::LinkState;
 use crate::util::glob::glob_match;
 
@@ -40,7 +39,7 @@ pub struct DriverReply {
 pub(super) async fn workflows(
     State(s): State<ControlState>,
 ) -> Json<Vec<crate::functions::WorkflowStatus>> {
-    Json(s.ingest.workflows.status())
+    Json(s.ingest.workflows())
 }
 
 pub(super) async fn drivers(State(s): State<ControlState>) -> Json<Vec<DriverReply>> {
@@ -50,7 +49,7 @@ pub(super) async fn drivers(State(s): State<ControlState>) -> Json<Vec<DriverRep
         .into_iter()
         .map(|d| {
             let h: HealthSnapshot = d.health.snapshot();
-            let live: SourceLive = s.ingest.live.get(&d.name).unwrap_or_default();
+            let live: SourceLive = s.ingest.live(&d.name).unwrap_or_default();
             DriverReply {
                 kind: d.kind.to_string(),
                 stream: d.stream,
@@ -120,7 +119,7 @@ pub(super) async fn errors(State(s): State<ControlState>) -> Json<ErrorsReply> {
             ));
         }
     };
-    if !s.ingest.counters.running.load(Ordering::Relaxed) {
+    if !s.ingest.counts().running {
         active.push(alarm("error", "ingest".into(), "not ingesting".into()));
     }
     for reason in s.buffer.status().borrow().reasons.iter() {
@@ -194,7 +193,7 @@ pub(super) struct TailQuery {
 /// are ingested, until the client goes away or the agent stops. A client too slow to
 /// keep up gets `{"lagged_batches": N}` where batches were dropped for it.
 pub(super) async fn tail(State(s): State<ControlState>, Query(q): Query<TailQuery>) -> Response {
-    let rx = s.ingest.tail.subscribe();
+    let rx = s.ingest.tail();
     let stop = s.shutdown.clone();
     let gateway = s.gateway.clone();
     let stream = futures::stream::unfold(rx, move |mut rx| {

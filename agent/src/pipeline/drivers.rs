@@ -17,18 +17,10 @@ use skygate_drivers::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::control::view::{self, DriverInfo};
+
 /// How long a driver gets to return after it was told to stop.
 pub const DRIVER_STOP: Duration = Duration::from_secs(5);
-
-/// One driver as observers see it.
-#[derive(Debug, Clone)]
-pub struct DriverInfo {
-    pub name: String,
-    pub kind: &'static str,
-    pub stream: String,
-    pub priority: u8,
-    pub health: DriverHealth,
-}
 
 /// The drivers that are configured and started, by name.
 #[derive(Debug, Clone, Default)]
@@ -171,5 +163,11 @@ impl DriverSet {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         true
+    }
+}
+
+impl view::Drivers for DriverRegistry {
+    fn list(&self) -> Vec<DriverInfo> {
+        DriverRegistry::list(self)
     }
 }

@@ -17,16 +17,16 @@
 //! [`TAIL_BATCHES`]; a listener that falls further behind loses the oldest batches and is
 //! told how many (tail is a live view, not a delivery path).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
 use skygate_drivers::{Committed, Envelope, Reading, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{INGEST_BATCH, Route};
 use crate::buffer::{Buffer, BufferError, NewRecord, SeqRange};
+use crate::control::view::{self, IngestCounts, LastValue, SourceLive};
 use crate::functions::{Engine, WorkflowsView};
 use crate::model::{BlobPlacement, Record, value_json};
 
@@ -44,26 +44,6 @@ pub struct IngestCounters {
     pub unknown_source: AtomicU64,
     /// True while the ingest task runs (it ends when every driver has stopped).
     pub running: AtomicBool,
-}
-
-/// The last value of one channel.
-#[derive(Debug, Clone, Serialize)]
-pub struct LastValue {
-    pub ts: Timestamp,
-    pub time_quality: &'static str,
-    /// As in the NDJSON schema; blobs without their bytes.
-    pub value: serde_json::Value,
-    pub unit: Option<String>,
-    pub quality: &'static str,
-    pub quality_reason: Option<String>,
-}
-
-/// What one source (driver) has produced.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SourceLive {
-    pub readings: u64,
-    pub last_ts: Option<Timestamp>,
-    pub channels: BTreeMap<String, LastValue>,
 }
 
 /// Per-source counts and last values, updated once per batch.
@@ -409,6 +389,29 @@ fn publish_tail(view: &IngestView, batch: &[NewRecord]) {
         let records: Arc<[Record]> = batch.iter().map(|n| n.record.clone()).collect();
         // No receiver left between the check and the send is fine: nobody to tell.
         let _ = view.tail.send(records);
+    }
+}
+
+impl view::Ingest for IngestView {
+    fn counts(&self) -> IngestCounts {
+        let c = &self.counters;
+        IngestCounts {
+            running: c.running.load(Ordering::Relaxed),
+            readings: c.readings.load(Ordering::Relaxed),
+            unrouted: c.unrouted.load(Ordering::Relaxed),
+        }
+    }
+
+    fn live(&self, source: &str) -> Option<SourceLive> {
+        self.live.get(source)
+    }
+
+    fn workflows(&self) -> Vec<crate::functions::WorkflowStatus> {
+        self.workflows.status()
+    }
+
+    fn tail(&self) -> broadcast::Receiver<Arc<[Record]>> {
+        self.tail.subscribe()
     }
 }
 

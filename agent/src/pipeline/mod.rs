@@ -40,10 +40,11 @@ use crate::sinks::{self, delivery::SinkHandle};
 use drivers::DriverSet;
 use heartbeat::Heartbeat;
 
-pub use drivers::{DRIVER_STOP, DriverInfo, DriverRegistry};
+pub use crate::control::view::{DriverInfo, LastValue, ReloadError, ReloadReport, SourceLive};
+pub use drivers::{DRIVER_STOP, DriverRegistry};
 use ingest::Routing;
-pub use ingest::{IngestCounters, IngestView, LastValue, SourceLive};
-pub use reload::{ReloadError, ReloadReport, ReloadRequest};
+pub use ingest::{IngestCounters, IngestView};
+pub use reload::{ReloadHandle, ReloadRequest};
 
 /// Readings waiting between the drivers and ingest.
 pub const READING_QUEUE: usize = 8192;
@@ -327,16 +328,16 @@ pub async fn start_with(
         started: std::time::Instant::now(),
         buffer: buffer.clone(),
         sinks: sink_status.clone(),
-        ingest: view.clone(),
-        drivers: registry.clone(),
-        reload: reload_tx.clone(),
+        ingest: Arc::new(view.clone()),
+        drivers: Arc::new(registry.clone()),
+        reload: Arc::new(ReloadHandle(reload_tx.clone())),
         shutdown: control_stop.clone(),
         board: board.clone(),
         clock: clock.clone(),
         audit: audit.clone(),
         rates: Default::default(),
         broker: broker.as_ref().map(crate::broker::EmbeddedBroker::metrics),
-        power: power.clone(),
+        power: Arc::new(power.clone()),
     };
     let control =
         crate::control::serve(control_state, &settings.control, control_stop.clone()).await?;

@@ -28,13 +28,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 pub use skygate_bsp::power::PowerState;
-use skygate_drivers::{Clock, Quality, Reading, TimeQuality, Timestamp, Value};
+use skygate_drivers::{BoxFuture, Clock, Quality, Reading, TimeQuality, Timestamp, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::ingest::IngestCmd;
 use crate::audit::{Audit, AuditEvent};
 use crate::buffer::{Buffer, NewRecord};
+use crate::control::view::{self, PowerCounts};
 use crate::model::Record;
 
 /// The marker's file name in the data directory.
@@ -103,6 +104,39 @@ pub struct PowerHandle {
     pub inputs: watch::Sender<PowerInputs>,
     pub status: watch::Receiver<PowerStatus>,
     pub metrics: Arc<PowerMetrics>,
+}
+
+impl view::Power for PowerHandle {
+    fn status(&self) -> serde_json::Value {
+        serde_json::to_value(&*self.status.borrow()).unwrap_or_default()
+    }
+
+    fn failed_by(&self) -> Option<&'static str> {
+        self.status.borrow().inputs.failed_by()
+    }
+
+    fn counts(&self) -> PowerCounts {
+        PowerCounts {
+            failures: self.metrics.failures.load(Ordering::Relaxed),
+            last_seal_seconds: self.metrics.last_seal_us.load(Ordering::Relaxed) as f64 / 1e6,
+            failed: self.status.borrow().failed.is_some(),
+        }
+    }
+
+    fn set_operator(&self, want: PowerState) -> BoxFuture<Option<serde_json::Value>> {
+        let mut status = self.status.clone();
+        self.inputs.send_modify(|i| i.operator = Some(want));
+        Box::pin(async move {
+            let st = status
+                .wait_for(|st| {
+                    st.inputs.operator == Some(want)
+                        && st.failed.is_some() == st.inputs.failed_by().is_some()
+                })
+                .await
+                .ok()?;
+            serde_json::to_value(&*st).ok()
+        })
+    }
 }
 
 pub(crate) struct PowerTask {

@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::Serialize;
+use skygate_drivers::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +23,8 @@ use super::drivers::DriverSet;
 use super::ingest::IngestCmd;
 use super::{DriverFactory, dead_letter_mask, routes_for};
 use crate::audit::{Audit, AuditEvent};
-use crate::config::{ConfigError, ConfigSource, DriverSettings, HEALTH_SOURCE, Settings};
+use crate::config::{ConfigSource, DriverSettings, HEALTH_SOURCE, Settings};
+use crate::control::view::{self, ReloadError, ReloadReport};
 use crate::functions::WorkflowsView;
 use crate::functions::builtins::BuildCx;
 
@@ -40,62 +41,28 @@ pub struct ReloadRequest {
     pub reply: Option<oneshot::Sender<Result<ReloadReport, ReloadError>>>,
 }
 
-/// What a reload changed.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct ReloadReport {
-    pub source: String,
-    pub drivers_started: Vec<String>,
-    pub drivers_stopped: Vec<String>,
-    pub drivers_restarted: Vec<String>,
-    pub routes_changed: bool,
-    pub workflows_changed: bool,
-    pub health_changed: bool,
-    /// Sections that changed but apply only at the next start.
-    pub restart_required: Vec<String>,
-}
+/// Where reload requests go: SIGHUP and the control API share it.
+#[derive(Debug, Clone)]
+pub struct ReloadHandle(pub mpsc::Sender<ReloadRequest>);
 
-impl ReloadReport {
-    fn summary(&self) -> String {
-        let list = |v: &[String]| {
-            if v.is_empty() {
-                "-".to_string()
-            } else {
-                v.join(",")
-            }
-        };
-        format!(
-            "started {}; stopped {}; restarted {}; routes {}; workflows {}; heartbeat {}; restart required: {}",
-            list(&self.drivers_started),
-            list(&self.drivers_stopped),
-            list(&self.drivers_restarted),
-            if self.routes_changed {
-                "changed"
-            } else {
-                "same"
-            },
-            if self.workflows_changed {
-                "changed"
-            } else {
-                "same"
-            },
-            if self.health_changed {
-                "changed"
-            } else {
-                "same"
-            },
-            list(&self.restart_required),
-        )
+impl view::Reload for ReloadHandle {
+    fn reload(
+        &self,
+        actor: String,
+        origin: String,
+    ) -> BoxFuture<Option<Result<ReloadReport, ReloadError>>> {
+        let tx = self.0.clone();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            let req = ReloadRequest {
+                actor,
+                origin,
+                reply: Some(reply),
+            };
+            tx.send(req).await.ok()?;
+            answer.await.ok()
+        })
     }
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ReloadError {
-    #[error("the new configuration is not valid, nothing changed: {0}")]
-    Config(ConfigError),
-    #[error("the agent runs on settings given inline; there is no file to read again")]
-    NoSource,
-    #[error("the agent is stopping")]
-    Stopping,
 }
 
 pub(super) struct Manager {
