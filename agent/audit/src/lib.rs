@@ -20,8 +20,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::model::rfc3339;
-use crate::util::fs::write_atomic;
+use skygate_model::rfc3339;
+use skygate_util::fs::write_atomic;
 
 pub const AUDIT_DB: &str = "audit.db";
 pub const AUDIT_HEAD: &str = "audit.head";

@@ -63,9 +63,9 @@ use skygate_drivers::{BoxFuture, Committed};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::security::TlsListener;
-use crate::security::secret::{Secret, SecretError};
 pub use settings::BrokerSettings;
+use skygate_security::TlsListener;
+use skygate_security::secret::{Secret, SecretError};
 
 /// Messages queued for one subscribing driver before a delivery waits for it.
 pub const SUBSCRIBER_QUEUE: usize = 1024;
@@ -422,7 +422,7 @@ pub fn start(
         })
         .map_err(|e| BrokerError::Start(format!("thread: {e}")))?;
     // Milliseconds: until the server thread has registered its listeners.
-    crate::util::blocking_here(|| started_rx.recv())
+    skygate_util::blocking_here(|| started_rx.recv())
         .map_err(|_| BrokerError::Start("the server thread ended at start".into()))?
         .map_err(|e| BrokerError::Start(e.to_string()))?;
 

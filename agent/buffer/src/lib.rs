@@ -91,8 +91,8 @@ use serde::Serialize;
 use skygate_bsp::Board;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::model::{Gap, Record};
-use crate::util::histogram::Histogram;
+use skygate_model::{Gap, Record};
+use skygate_util::histogram::Histogram;
 
 pub use settings::{BufferSettings, Durability};
 pub use startup::StartupReport;

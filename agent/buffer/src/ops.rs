@@ -15,7 +15,7 @@ use super::reader::gap_from_row;
 use super::schema::{self, DB_FILE, ROW_COLUMNS};
 use super::startup::{self, QUARANTINE_DIR, QuarantineReport, SPOOL_DIR};
 use super::{BufferError, BufferStatus};
-use crate::model::{self, BlobPlacement, Gap};
+use skygate_model::{self as model, BlobPlacement, Gap};
 
 #[derive(Debug, Serialize)]
 pub struct Stats {

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::schema::{self, ROW_COLUMNS};
 use super::{BufferError, ReadCmd, ReadQuery, SinkId};
-use crate::model::{Gap, Record};
+use skygate_model::{Gap, Record};
 
 pub(crate) fn run(conn: Connection, spool: PathBuf, mut rx: mpsc::Receiver<ReadCmd>) {
     while let Some(cmd) = rx.blocking_recv() {

@@ -11,7 +11,7 @@ use skygate_drivers::{Blob, MetaValue, Quality, Reading, TimeQuality, Timestamp,
 
 use super::BufferError;
 use super::Durability;
-use crate::model::{Lineage, Record, SeqRef};
+use skygate_model::{Lineage, Record, SeqRef};
 
 pub const SCHEMA_VERSION: i64 = 1;
 pub const DB_FILE: &str = "skygate.db";

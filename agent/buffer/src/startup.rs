@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use super::schema::{self, DB_FILE, SCHEMA_VERSION};
 use super::{BufferError, BufferOptions, SinkId};
-use crate::util::fs::{fsync_dir, write_atomic};
-use crate::util::glob::glob_match;
+use skygate_util::fs::{fsync_dir, write_atomic};
+use skygate_util::glob::glob_match;
 
 /// Seqs are reserved in steps of this many in `seq.hwm`.
 pub const HWM_RESERVE: u64 = 1 << 20;

@@ -12,7 +12,7 @@ use skygate_drivers::{Blob, Quality, Reading, TimeQuality, Timestamp, Value};
 
 use super::*;
 use super::{BufferSettings, Durability};
-use crate::model::Record;
+use skygate_model::Record;
 
 const STREAMS: [&str; 3] = ["s0", "s1", "s2"];
 const SINKS: [&str; 2] = ["a", "b"];
@@ -397,7 +397,7 @@ impl Harness {
     }
 }
 
-fn read_gaps(dir: &Path) -> Vec<crate::model::Gap> {
+fn read_gaps(dir: &Path) -> Vec<skygate_model::Gap> {
     let conn = schema::open_readonly(&dir.join(schema::DB_FILE)).expect("open");
     conn.prepare("SELECT id, stream, first_seq, last_seq, count, first_ts, last_ts, reason, recorded_at FROM gaps")
         .expect("prepare")
@@ -472,10 +472,10 @@ fn a_record_routed_nowhere_is_numbered_not_stored_and_a_lineage_names_it() {
         let mut input = new_record(&b, "s0", 5, 1);
         input.sinks = 0;
         let mut derived = new_record(&b, "s0", 5, 2);
-        derived.record.lineage = Some(crate::model::Lineage {
+        derived.record.lineage = Some(skygate_model::Lineage {
             workflow: Arc::from("wf"),
-            first: crate::model::SeqRef::Back(1),
-            last: crate::model::SeqRef::Back(1),
+            first: skygate_model::SeqRef::Back(1),
+            last: skygate_model::SeqRef::Back(1),
             count: 1,
         });
         let r = b
@@ -489,7 +489,7 @@ fn a_record_routed_nowhere_is_numbered_not_stored_and_a_lineage_names_it() {
         let l = stored[1].lineage.as_ref().expect("lineage");
         assert_eq!(
             (l.first, l.last),
-            (crate::model::SeqRef::Seq(2), crate::model::SeqRef::Seq(2))
+            (skygate_model::SeqRef::Seq(2), skygate_model::SeqRef::Seq(2))
         );
         assert_eq!(BufferMetrics::get(&b.metrics().records_stored), 2);
         g.close().await;

@@ -22,8 +22,8 @@ use super::schema::{self, ROW_OVERHEAD};
 use super::startup::{self, HWM_RESERVE};
 use super::{BufferError, BufferMetrics, BufferStatus, NewRecord, SeqRange, SinkId, WriterCmd};
 use super::{BufferSettings, Durability};
-use crate::util::backoff::Backoff;
-use crate::util::fs::fsync_dir;
+use skygate_util::backoff::Backoff;
+use skygate_util::fs::fsync_dir;
 
 pub(crate) struct WriterParts {
     pub dir: PathBuf,
@@ -149,7 +149,7 @@ struct Delta {
     gaps: u64,
     cap_evicted: bool,
     blobs_to_delete: Vec<String>,
-    new_gaps: Vec<crate::model::Gap>,
+    new_gaps: Vec<skygate_model::Gap>,
     appended: Option<(u64, u64)>,
     new_hwm: Option<u64>,
 }
@@ -672,7 +672,7 @@ impl State {
             .execute(params![stream, a.first as i64, a.last as i64, a.count as i64, a.first_ts, a.last_ts, reason, now, a.pending as i64])?;
             d.gaps += 1;
             d.evicted += a.count;
-            d.new_gaps.push(crate::model::Gap {
+            d.new_gaps.push(skygate_model::Gap {
                 id: tx.last_insert_rowid(),
                 stream: stream.clone(),
                 first_seq: a.first,

@@ -35,7 +35,7 @@ pub const EXIT_CONFIG: i32 = 78;
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/default.toml");
 pub const EMBEDDED_DEFAULT_NAME: &str = "<embedded default.toml>";
 
-pub use crate::util::source::{ConfigError, SourceFile};
+pub use skygate_util::source::{ConfigError, SourceFile};
 
 /// Where the running configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -139,7 +139,7 @@ pub fn load_sources_with(
     }
     let mut s = settings::validate(merged, &files)?;
     s.workflows =
-        crate::functions::load(&s.workflow_files, s.sinks.keys().map(String::as_str), read)?;
+        skygate_functions::load(&s.workflow_files, s.sinks.keys().map(String::as_str), read)?;
     Ok(s)
 }
 

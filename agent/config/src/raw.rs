@@ -170,10 +170,10 @@ pub enum DriverKindRaw {
 
 #[derive(Debug, Clone)]
 pub enum SinkKindRaw {
-    Bucket(Box<crate::sinks::bucket::BucketSinkSettings>),
-    Mqtt(Box<crate::sinks::mqtt::MqttSinkSettings>),
+    Bucket(Box<skygate_sinks::bucket::BucketSinkSettings>),
+    Mqtt(Box<skygate_sinks::mqtt::MqttSinkSettings>),
     #[cfg(feature = "kafka")]
-    Kafka(Box<crate::sinks::kafka::KafkaSinkSettings>),
+    Kafka(Box<skygate_sinks::kafka::KafkaSinkSettings>),
 }
 
 #[derive(Debug, Clone)]
@@ -429,14 +429,14 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
                 "sink",
                 &name,
                 rest,
-                crate::sinks::bucket::BucketSinkRaw::validate,
+                skygate_sinks::bucket::BucketSinkRaw::validate,
             )?)),
             "mqtt" => SinkKindRaw::Mqtt(Box::new(kind_config(
                 file,
                 "sink",
                 &name,
                 rest,
-                crate::sinks::mqtt::MqttSinkRaw::validate,
+                skygate_sinks::mqtt::MqttSinkRaw::validate,
             )?)),
             #[cfg(feature = "kafka")]
             "kafka" => SinkKindRaw::Kafka(Box::new(kind_config(
@@ -444,7 +444,7 @@ pub fn parse_file(file: &SourceFile) -> Result<ParsedFile, ConfigError> {
                 "sink",
                 &name,
                 rest,
-                crate::sinks::kafka::KafkaSinkRaw::validate,
+                skygate_sinks::kafka::KafkaSinkRaw::validate,
             )?)),
             _ => return Err(unknown_kind(file, &kind, "sink", &name, SINK_KINDS)),
         };
@@ -604,7 +604,7 @@ fn span_of_path(v: &Spanned<DeValue<'_>>, path: &str) -> Range<usize> {
     cur.span()
 }
 
-pub use crate::util::names::validate_name;
+pub use skygate_util::names::validate_name;
 
 /// A validated name (see [`validate_name`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -78,7 +78,7 @@ fn driver_kinds() -> Vec<(&'static str, Map<String, Value>)> {
 }
 
 fn sink_kinds() -> Vec<(&'static str, Map<String, Value>)> {
-    use crate::sinks;
+    use skygate_sinks as sinks;
     vec![
         ("bucket", generate::<sinks::bucket::BucketSinkRaw>()),
         ("mqtt", generate::<sinks::mqtt::MqttSinkRaw>()),

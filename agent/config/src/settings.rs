@@ -16,7 +16,7 @@ use super::raw::{
     BrokerRaw, ControlMerged, DriverKindRaw, DurabilityRaw, Located, Merged, SinkKindRaw,
 };
 use super::{ConfigError, ConfigSource, SourceFile};
-use crate::functions::{WorkflowFile, WorkflowSpec};
+use skygate_functions::{WorkflowFile, WorkflowSpec};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -59,7 +59,7 @@ pub struct HealthSettings {
     pub priority: u8,
 }
 
-pub use crate::model::HEALTH_SOURCE;
+pub use skygate_model::HEALTH_SOURCE;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverKind {
@@ -93,11 +93,11 @@ pub struct DriverSettings {
     pub kind: DriverKind,
 }
 
-pub use crate::broker::BrokerSettings;
-pub use crate::buffer::{BufferSettings, Durability};
-pub use crate::control::{ControlSettings, TcpControlSettings};
-pub use crate::sinks::bucket::BucketSinkSettings;
-pub use crate::sinks::{SinkCommon, SinkKind, SinkSettings};
+pub use skygate_broker::BrokerSettings;
+pub use skygate_buffer::{BufferSettings, Durability};
+pub use skygate_control::{ControlSettings, TcpControlSettings};
+pub use skygate_sinks::bucket::BucketSinkSettings;
+pub use skygate_sinks::{SinkCommon, SinkKind, SinkSettings};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteSettings {
@@ -562,4 +562,4 @@ fn default_gateway_id() -> String {
     }
 }
 
-pub use crate::util::glob::glob_match;
+pub use skygate_util::glob::glob_match;

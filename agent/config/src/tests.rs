@@ -150,7 +150,7 @@ fn sizes_and_durations_accept_human_units() {
 /// Every config file shipped in `config/` parses and validates.
 #[test]
 fn every_shipped_config_file_is_valid() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
     let mut mains = Vec::new();
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 
-use crate::security::secret::Secret;
+use skygate_security::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

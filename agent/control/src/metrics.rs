@@ -12,9 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::server::{ControlState, sink_replies};
-use crate::buffer::BufferMetrics;
-use crate::sinks::delivery::LinkState;
+use skygate_buffer::BufferMetrics;
 use skygate_drivers::DriverState;
+use skygate_sinks::delivery::LinkState;
 
 type Labels = Vec<(String, String)>;
 
@@ -293,12 +293,12 @@ pub(super) async fn render(s: &ControlState) -> String {
 
     let flows = s.ingest.workflows();
     let flow_label =
-        |w: &crate::functions::WorkflowStatus| vec![("workflow".into(), w.name.clone())];
+        |w: &skygate_functions::WorkflowStatus| vec![("workflow".into(), w.name.clone())];
     for (name, help, pick) in [
         (
             "workflow_input_records",
             "Records a workflow took",
-            (|w: &crate::functions::WorkflowStatus| w.records_in) as fn(&_) -> u64,
+            (|w: &skygate_functions::WorkflowStatus| w.records_in) as fn(&_) -> u64,
         ),
         ("workflow_output_records", "Records a workflow made", |w| {
             w.records_out
@@ -361,7 +361,7 @@ pub(super) async fn render(s: &ControlState) -> String {
         }),
     );
 
-    let (rss, cpu) = crate::util::process_usage();
+    let (rss, cpu) = skygate_util::process_usage();
     gauge(
         &mut reg,
         "process_resident_memory_bytes",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::view::Ingest;
-use crate::sinks::delivery::SinkHandle;
+use skygate_sinks::delivery::SinkHandle;
 
 /// Seconds the rates average over.
 pub const WINDOW: usize = 10;

@@ -21,12 +21,12 @@ use tokio_util::sync::CancellationToken;
 use super::tcp::TokenCheck;
 use super::view::{self, ReloadError};
 use super::views;
-use crate::audit::{self, Audit, AuditEvent};
-use crate::buffer::{Buffer, BufferMetrics, buffer_dir, ops};
-use crate::config::{ControlSettings, TcpControlSettings};
-use crate::security::TlsListener;
-use crate::security::secret::Secret;
-use crate::sinks::delivery::{SinkHandle, SinkStatus};
+use crate::settings::{ControlSettings, TcpControlSettings};
+use skygate_audit::{self as audit, Audit, AuditEvent};
+use skygate_buffer::{Buffer, BufferMetrics, buffer_dir, ops};
+use skygate_security::TlsListener;
+use skygate_security::secret::Secret;
+use skygate_sinks::delivery::{SinkHandle, SinkStatus};
 
 /// What the handlers read from. Cheap clones of the components' handles.
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ pub struct ControlState {
     pub audit: Audit,
     pub rates: super::rates::Rates,
     /// The embedded MQTT broker's counters, when it runs.
-    pub broker: Option<std::sync::Arc<crate::broker::BrokerMetrics>>,
+    pub broker: Option<std::sync::Arc<skygate_broker::BrokerMetrics>>,
     /// The power-fail component: its status, and the operator's input (UPS daemons).
     pub power: Arc<dyn view::Power>,
 }
@@ -115,9 +115,9 @@ pub enum ControlError {
         source: std::io::Error,
     },
     #[error("control API TLS: {0}")]
-    Tls(#[from] crate::util::tls::TlsError),
+    Tls(#[from] skygate_util::tls::TlsError),
     #[error("control API token: {0}")]
-    Token(#[from] crate::security::secret::SecretError),
+    Token(#[from] skygate_security::secret::SecretError),
 }
 
 /// The gid of a group, from /etc/group.
@@ -204,7 +204,7 @@ async fn bind_tcp(
     let (cert, key, token_file) = (t.tls_cert.clone(), t.tls_key.clone(), t.token_file.clone());
     let (tls, token) = tokio::task::spawn_blocking(move || {
         Ok::<_, ControlError>((
-            crate::util::tls::server_config(&cert, &key)?,
+            skygate_util::tls::server_config(&cert, &key)?,
             Secret::from_token_file(&token_file)?,
         ))
     })

@@ -2,7 +2,7 @@
 //!
 //! Invariants: nothing is served in plaintext; a request without the right
 //! `Authorization: Bearer <token>` gets 401 before any handler runs (rejected writes are
-//! audited); the listener ([`crate::security::TlsListener`]) bounds handshakes and open
+//! audited); the listener ([`skygate_security::TlsListener`]) bounds handshakes and open
 //! connections.
 
 use std::sync::Arc;
@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 
 use super::server::Peer;
-use crate::audit::{Audit, AuditEvent};
-use crate::security::TlsListener;
-use crate::security::secret::Secret;
+use skygate_audit::{Audit, AuditEvent};
+use skygate_security::TlsListener;
+use skygate_security::secret::Secret;
 
 /// Open remote control connections at most.
 pub const MAX_CONNECTIONS: usize = 32;

@@ -15,9 +15,9 @@ use skygate_bsp::power::PowerState;
 use skygate_drivers::{BoxFuture, DriverHealth, Timestamp};
 use tokio::sync::broadcast;
 
-use crate::functions::WorkflowStatus;
-use crate::model::Record;
-use crate::util::source::ConfigError;
+use skygate_functions::WorkflowStatus;
+use skygate_model::Record;
+use skygate_util::source::ConfigError;
 
 /// Ingest's counters at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -13,9 +13,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::server::ControlState;
 use super::view::SourceLive;
-use crate::model::{BlobPlacement, rfc3339, write_ndjson};
-use crate::sinks::delivery::LinkState;
-use crate::util::glob::glob_match;
+use skygate_model::{BlobPlacement, rfc3339, write_ndjson};
+use skygate_sinks::delivery::LinkState;
+use skygate_util::glob::glob_match;
 
 /// One driver as `/v1/drivers` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,7 +38,7 @@ pub struct DriverReply {
 /// `GET /v1/workflows`: the installed workflows and their counters.
 pub(super) async fn workflows(
     State(s): State<ControlState>,
-) -> Json<Vec<crate::functions::WorkflowStatus>> {
+) -> Json<Vec<skygate_functions::WorkflowStatus>> {
     Json(s.ingest.workflows())
 }
 

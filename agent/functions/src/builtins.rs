@@ -18,7 +18,7 @@ use skygate_drivers::{Quality, Timestamp, Value};
 use super::expr::{EValue, Expr, Vars, to_evalue};
 use super::spec::{Selector, Stat, StepSpec};
 use super::units::{self, Conversion};
-use crate::model::Record;
+use skygate_model::Record;
 
 /// Variables a `filter` expression can read.
 pub const RECORD_VARS: &[&str] = &[

@@ -31,8 +31,8 @@ use skygate_drivers::Timestamp;
 
 use super::builtins::{self, BuildCx, Item, Ref, Span, Step, StepErrors};
 use super::spec::{StepSpec, WorkflowSpec, feeding_order};
-use crate::buffer::NewRecord;
-use crate::model::{Lineage, SeqRef};
+use skygate_buffer::NewRecord;
+use skygate_model::{Lineage, SeqRef};
 
 /// Most workflows one agent runs (a stream's workflows are a bit set).
 pub const MAX_WORKFLOWS: usize = 64;

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 pub use engine::{Engine, WorkflowStatus, WorkflowsView};
 pub use spec::WorkflowSpec;
 
-use crate::util::source::ConfigError;
+use skygate_util::source::ConfigError;
 
 /// Resolves each WASM step's module against the workflow file's directory, reads it and
 /// checks it (valid WebAssembly with the ABI's exports), recording its SHA-256.

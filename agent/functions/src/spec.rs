@@ -23,9 +23,9 @@ use serde_saphyr::Spanned;
 
 use super::expr::Expr;
 use super::units;
-use crate::util::glob::glob_match;
-use crate::util::names::validate_name;
-use crate::util::source::ConfigError;
+use skygate_util::glob::glob_match;
+use skygate_util::names::validate_name;
+use skygate_util::source::ConfigError;
 
 /// Where something was written. Equal to every other position, so moving a line does not
 /// make a workflow count as changed on reload.

@@ -547,7 +547,7 @@ fn check_output(bytes: &[u8], n: usize) -> Result<(), String> {
             )));
         }
         if !r.channel.is_empty() {
-            crate::util::names::validate_name(r.channel)
+            skygate_util::names::validate_name(r.channel)
                 .map_err(|e| abi::AbiError(format!("an output's channel: {e}")))?;
         }
         Ok(())

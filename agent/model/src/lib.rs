@@ -140,9 +140,38 @@ impl Gap {
     }
 }
 
-/// Fixtures for the sinks' and buffer's unit tests.
-#[cfg(test)]
-pub(crate) mod fixtures {
+/// A value as the control API shows it (an NDJSON line or a last value), as a short
+/// string for people (the CLI and the TUI): `12.5 degC`,
+/// `<image/jpeg 4096 B>`.
+pub fn value_text(v: &serde_json::Value) -> String {
+    let value = match &v["value"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => format!(
+            "<{} {} B>",
+            o.get("content_type")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("blob"),
+            o.get("size").unwrap_or(&serde_json::Value::Null)
+        ),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{f:.4}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string(),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    };
+    match v["unit"].as_str() {
+        Some(u) => format!("{value} {u}"),
+        None => value,
+    }
+}
+
+/// Fixtures for the unit tests of the crates above (their dev-dependency turns on the
+/// `fixtures` feature; release builds do not carry them).
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures {
     use std::sync::Arc;
 
     use skygate_drivers::{Quality, Reading, TimeQuality, Timestamp, Value};
@@ -150,7 +179,7 @@ pub(crate) mod fixtures {
     use super::{Gap, Record};
 
     /// A good reading of `sim`/`t` on `stream`, not yet numbered (seq 0).
-    pub(crate) fn record(stream: &str, value: Value) -> Record {
+    pub fn record(stream: &str, value: Value) -> Record {
         Record {
             seq: 0,
             stream: Arc::from(stream),
@@ -170,7 +199,7 @@ pub(crate) mod fixtures {
     }
 
     /// Ten records of `wx` (seqs 10 to 19) evicted.
-    pub(crate) fn gap() -> Gap {
+    pub fn gap() -> Gap {
         Gap {
             id: 1,
             stream: "wx".into(),

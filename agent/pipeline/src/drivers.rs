@@ -17,7 +17,7 @@ use skygate_drivers::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::view::{self, DriverInfo};
+use skygate_control::view::{self, DriverInfo};
 
 /// How long a driver gets to return after it was told to stop.
 pub const DRIVER_STOP: Duration = Duration::from_secs(5);

@@ -13,10 +13,10 @@ use skygate_bsp::Board;
 use skygate_drivers::{BoxFuture, Driver, DriverContext, DriverError, Quality, Reading, Value};
 
 use super::DriverRegistry;
-use crate::buffer::{Buffer, BufferMetrics};
-use crate::model::HEALTH_SOURCE;
-use crate::sinks::delivery::SinkHandle;
-use crate::util::process_usage;
+use skygate_buffer::{Buffer, BufferMetrics};
+use skygate_model::HEALTH_SOURCE;
+use skygate_sinks::delivery::SinkHandle;
+use skygate_util::process_usage;
 
 #[derive(Debug)]
 pub struct Heartbeat {

@@ -25,10 +25,10 @@ use skygate_drivers::{Committed, Envelope, Reading, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{INGEST_BATCH, Route};
-use crate::buffer::{Buffer, BufferError, NewRecord, SeqRange};
-use crate::control::view::{self, IngestCounts, LastValue, SourceLive};
-use crate::functions::{Engine, WorkflowsView};
-use crate::model::{BlobPlacement, Record, value_json};
+use skygate_buffer::{Buffer, BufferError, NewRecord, SeqRange};
+use skygate_control::view::{self, IngestCounts, LastValue, SourceLive};
+use skygate_functions::{Engine, WorkflowsView};
+use skygate_model::{BlobPlacement, Record, value_json};
 
 /// Batches a `skygate tail` listener may fall behind before it loses the oldest.
 pub const TAIL_BATCHES: usize = 256;
@@ -319,7 +319,7 @@ pub(crate) async fn run(
         if let Some(engine) = routing.engine.as_mut() {
             if engine.has_wasm() {
                 // A WASM call may run up to its time limit.
-                crate::util::blocking_here(|| engine.process(&mut batch, no));
+                skygate_util::blocking_here(|| engine.process(&mut batch, no));
             } else {
                 engine.process(&mut batch, no);
             }
@@ -406,7 +406,7 @@ impl view::Ingest for IngestView {
         self.live.get(source)
     }
 
-    fn workflows(&self) -> Vec<crate::functions::WorkflowStatus> {
+    fn workflows(&self) -> Vec<skygate_functions::WorkflowStatus> {
         self.workflows.status()
     }
 
@@ -434,8 +434,8 @@ mod tests {
 
     #[test]
     fn a_committed_send_is_answered_once_the_buffer_has_it_or_at_once_when_unrouted() {
-        use crate::buffer::BufferOptions;
-        use crate::config::{BufferSettings, Durability};
+        use skygate_buffer::BufferOptions;
+        use skygate_config::{BufferSettings, Durability};
         use skygate_drivers::ReadingSender;
 
         let d = tempfile::tempdir().expect("tmp");

@@ -31,20 +31,20 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::{Audit, AuditError, AuditEvent, AuditGuard};
-use crate::buffer::{Buffer, BufferError, BufferEvent, BufferGuard, BufferOptions, buffer_dir};
-use crate::config::{DriverKind, DriverSettings, HEALTH_SOURCE, HealthSettings, Settings};
-use crate::functions::builtins::BuildCx;
-use crate::functions::{Engine, WorkflowsView};
-use crate::sinks::{self, delivery::SinkHandle};
 use drivers::DriverSet;
 use heartbeat::Heartbeat;
+use skygate_audit::{Audit, AuditError, AuditEvent, AuditGuard};
+use skygate_buffer::{Buffer, BufferError, BufferEvent, BufferGuard, BufferOptions, buffer_dir};
+use skygate_config::{DriverKind, DriverSettings, HEALTH_SOURCE, HealthSettings, Settings};
+use skygate_functions::builtins::BuildCx;
+use skygate_functions::{Engine, WorkflowsView};
+use skygate_sinks::{self as sinks, delivery::SinkHandle};
 
-pub use crate::control::view::{DriverInfo, LastValue, ReloadError, ReloadReport, SourceLive};
 pub use drivers::{DRIVER_STOP, DriverRegistry};
 use ingest::Routing;
 pub use ingest::{IngestCounters, IngestView};
 pub use reload::{ReloadHandle, ReloadRequest};
+pub use skygate_control::view::{DriverInfo, LastValue, ReloadError, ReloadReport, SourceLive};
 
 /// Readings waiting between the drivers and ingest.
 pub const READING_QUEUE: usize = 8192;
@@ -65,11 +65,11 @@ pub enum AgentError {
     #[error(transparent)]
     Sink(#[from] sinks::SinkBuildError),
     #[error(transparent)]
-    Control(#[from] crate::control::ControlError),
+    Control(#[from] skygate_control::ControlError),
     #[error(transparent)]
     Audit(#[from] AuditError),
     #[error(transparent)]
-    Broker(#[from] crate::broker::BrokerError),
+    Broker(#[from] skygate_broker::BrokerError),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -240,7 +240,7 @@ pub async fn start_with(
     let view = IngestView::default();
     let functions = BuildCx::new(Some(data_dir.join("wasm-cache")));
     let mut routing =
-        crate::util::blocking_here(|| routes_for(&settings, &buffer, &functions, &view.workflows));
+        skygate_util::blocking_here(|| routes_for(&settings, &buffer, &functions, &view.workflows));
     for (name, r) in &routing.routes {
         let taken = routing.engine.as_mut().is_some_and(|e| e.takes(&r.stream));
         if r.sinks == 0 && !taken {
@@ -280,14 +280,14 @@ pub async fn start_with(
     );
     let hardware = match &board_file {
         // Opening the GPIO line and the LEDs' sysfs files blocks briefly.
-        Ok((b, _, _)) => crate::util::blocking_here(|| {
+        Ok((b, _, _)) => skygate_util::blocking_here(|| {
             start_hardware(b, &power, &sink_status, &buffer, stop.clone())
         }),
         Err(_) => Hardware::default(),
     };
 
     let broker = match &settings.broker {
-        Some(b) => Some(crate::broker::start(
+        Some(b) => Some(skygate_broker::start(
             b,
             embedded_mqtt_drivers(&settings),
             stop.clone(),
@@ -321,7 +321,7 @@ pub async fn start_with(
     let manager = tokio::spawn(manager.run(reload_rx, manager_stop.clone()));
 
     let control_stop = CancellationToken::new();
-    let control_state = crate::control::ControlState {
+    let control_state = skygate_control::ControlState {
         gateway: settings.gateway.id.clone(),
         site: settings.gateway.site.clone(),
         data_dir: data_dir.to_path_buf(),
@@ -336,11 +336,11 @@ pub async fn start_with(
         clock: clock.clone(),
         audit: audit.clone(),
         rates: Default::default(),
-        broker: broker.as_ref().map(crate::broker::EmbeddedBroker::metrics),
+        broker: broker.as_ref().map(skygate_broker::EmbeddedBroker::metrics),
         power: Arc::new(power.clone()),
     };
     let control =
-        crate::control::serve(control_state, &settings.control, control_stop.clone()).await?;
+        skygate_control::serve(control_state, &settings.control, control_stop.clone()).await?;
 
     let supervisor = supervisor::spawn(buffer.clone(), view.counters.clone(), stop.clone());
     skygate_bsp::systemd::notify_ready();
@@ -407,7 +407,7 @@ pub(crate) fn dead_letter_mask(
     settings: &Settings,
     buffer: &Buffer,
     sink: &str,
-    id: crate::buffer::SinkId,
+    id: skygate_buffer::SinkId,
 ) -> u64 {
     settings.sinks.get(sink).map_or(0, |s| {
         buffer.mask_for(settings.sinks_for_stream(&s.common.dead_letter_stream)) & !id.mask()
@@ -475,7 +475,7 @@ pub(crate) struct DriverFactory {
     drivers: DriverRegistry,
     /// The embedded MQTT broker, for `broker = "embedded"` drivers.
     local: Option<Arc<dyn LocalBroker>>,
-    broker: Option<crate::broker::EmbeddedBroker>,
+    broker: Option<skygate_broker::EmbeddedBroker>,
 }
 
 /// The drivers that read the embedded broker, with their topic filters.

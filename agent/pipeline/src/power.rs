@@ -33,10 +33,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::ingest::IngestCmd;
-use crate::audit::{Audit, AuditEvent};
-use crate::buffer::{Buffer, NewRecord};
-use crate::control::view::{self, PowerCounts};
-use crate::model::Record;
+use skygate_audit::{Audit, AuditEvent};
+use skygate_buffer::{Buffer, NewRecord};
+use skygate_control::view::{self, PowerCounts};
+use skygate_model::Record;
 
 /// The marker's file name in the data directory.
 pub const MARKER: &str = "power-fail.json";
@@ -253,7 +253,7 @@ impl PowerTask {
         };
         let path = self.data_dir.join(MARKER);
         let body = serde_json::to_vec_pretty(&marker).unwrap_or_default();
-        let written = crate::util::blocking_here(|| crate::util::fs::write_atomic(&path, &body));
+        let written = skygate_util::blocking_here(|| skygate_util::fs::write_atomic(&path, &body));
         let sealed = t0.elapsed();
         marker.sealed_ms = ms(sealed);
         if let Err(e) = written {
@@ -344,7 +344,7 @@ impl PowerTask {
                 priority: self.priority,
                 ingest_ts: now,
                 reading: Reading {
-                    source: Arc::from(crate::config::HEALTH_SOURCE),
+                    source: Arc::from(skygate_config::HEALTH_SOURCE),
                     channel: Arc::from(CHANNEL),
                     ts: Timestamp(m.failed_at),
                     time_quality: TimeQuality::from_code(m.time_quality)

@@ -22,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 use super::drivers::DriverSet;
 use super::ingest::IngestCmd;
 use super::{DriverFactory, dead_letter_mask, routes_for};
-use crate::audit::{Audit, AuditEvent};
-use crate::config::{ConfigSource, DriverSettings, HEALTH_SOURCE, Settings};
-use crate::control::view::{self, ReloadError, ReloadReport};
-use crate::functions::WorkflowsView;
-use crate::functions::builtins::BuildCx;
+use skygate_audit::{Audit, AuditEvent};
+use skygate_config::{ConfigSource, DriverSettings, HEALTH_SOURCE, Settings};
+use skygate_control::view::{self, ReloadError, ReloadReport};
+use skygate_functions::WorkflowsView;
+use skygate_functions::builtins::BuildCx;
 
 /// Longest wait for ingest to take the queued readings of stopped drivers.
 const QUEUE_DRAIN: Duration = Duration::from_secs(5);
@@ -168,7 +168,7 @@ impl Manager {
             return Vec::new();
         }
         let files =
-            crate::functions::watched_files(&self.current.workflow_files, &self.current.workflows);
+            skygate_functions::watched_files(&self.current.workflow_files, &self.current.workflows);
         let mut out = Vec::with_capacity(files.len());
         for f in &files {
             let m = tokio::fs::metadata(f).await.ok();
@@ -274,7 +274,7 @@ impl Manager {
             );
         }
         // Compiling WASM modules (or reading them from the cache) blocks.
-        let routing = crate::util::blocking_here(|| {
+        let routing = skygate_util::blocking_here(|| {
             routes_for(
                 &next,
                 &self.factory.buffer,

@@ -18,8 +18,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::power::PowerStatus;
-use crate::buffer::BufferStatus;
-use crate::sinks::delivery::{LinkState, SinkHandle};
+use skygate_buffer::BufferStatus;
+use skygate_sinks::delivery::{LinkState, SinkHandle};
 
 /// How often the LEDs are brought up to date.
 pub const EVERY: Duration = Duration::from_secs(1);

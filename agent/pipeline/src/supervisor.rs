@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::IngestCounters;
-use crate::buffer::{Buffer, BufferMetrics};
+use skygate_buffer::{Buffer, BufferMetrics};
 
 pub(super) fn spawn(
     buffer: Buffer,

@@ -38,9 +38,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::SinkCommon;
 use super::{Batch, Delivered, Rejected, Sink, SinkError};
-use crate::buffer::{Buffer, ReadQuery, SinkId};
-use crate::util::backoff::Backoff;
-use crate::util::throttle::Throttle;
+use skygate_buffer::{Buffer, ReadQuery, SinkId};
+use skygate_util::backoff::Backoff;
+use skygate_util::throttle::Throttle;
 
 /// Consecutive failures after which a backing-off link is reported as failing.
 pub const FAILING_AFTER: u32 = 5;
@@ -130,7 +130,7 @@ pub struct DeadLetter {
 struct Prefetch {
     after: u64,
     upto: u64,
-    read: tokio::task::JoinHandle<Result<Vec<crate::model::Record>, crate::buffer::BufferError>>,
+    read: tokio::task::JoinHandle<Result<Vec<skygate_model::Record>, skygate_buffer::BufferError>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +214,7 @@ impl DeliveryTask {
                 Some(p) if p.after == after && p.upto == upto => p
                     .read
                     .await
-                    .unwrap_or(Err(crate::buffer::BufferError::Closed)),
+                    .unwrap_or(Err(skygate_buffer::BufferError::Closed)),
                 _ => self.buffer.read(q).await,
             };
             let batch = match read {
@@ -448,7 +448,7 @@ impl DeliveryTask {
             let mask = dl.mask.load(Ordering::Relaxed);
             if mask != 0 && *r.stream != *dl.stream {
                 letter.stream = dl.stream.clone();
-                to_buffer.push(crate::buffer::NewRecord {
+                to_buffer.push(skygate_buffer::NewRecord {
                     record: letter,
                     sinks: mask,
                 });
@@ -491,12 +491,12 @@ fn backfill_turn(sent_backfill: u64, sent_live: u64, share: f64) -> bool {
 fn append_dead_letters(
     file: &std::path::Path,
     gateway: &str,
-    records: &[crate::model::Record],
+    records: &[skygate_model::Record],
 ) -> Result<(), String> {
     use std::io::Write;
     let mut out = Vec::new();
     for r in records {
-        crate::model::write_ndjson(&mut out, gateway, r, crate::model::BlobPlacement::Inline);
+        skygate_model::write_ndjson(&mut out, gateway, r, skygate_model::BlobPlacement::Inline);
     }
     let err = |e: std::io::Error| format!("dead-letter file {}: {e}", file.display());
     if let Some(dir) = file.parent() {
@@ -583,10 +583,10 @@ mod lane_tests {
     use skygate_drivers::Value;
 
     use super::*;
-    use crate::buffer::{BufferOptions, NewRecord};
-    use crate::buffer::{BufferSettings, Durability};
-    use crate::model::{Gap, Record};
-    use crate::sinks::{Sink, SinkFuture};
+    use crate::{Sink, SinkFuture};
+    use skygate_buffer::{BufferOptions, NewRecord};
+    use skygate_buffer::{BufferSettings, Durability};
+    use skygate_model::{Gap, Record};
 
     /// Records the seqs it is given, in order; refuses everything while `down`, and the
     /// records of stream `refuse` one by one.
@@ -626,7 +626,7 @@ mod lane_tests {
     }
 
     /// A buffer with one sink, `k`, owed every stream.
-    fn open_buffer(dir: &std::path::Path) -> (Buffer, crate::buffer::BufferGuard) {
+    fn open_buffer(dir: &std::path::Path) -> (Buffer, skygate_buffer::BufferGuard) {
         Buffer::open(
             BufferOptions {
                 events: None,
@@ -669,7 +669,7 @@ mod lane_tests {
     }
 
     fn record(n: i64) -> Record {
-        crate::model::fixtures::record("wx", Value::Integer(n))
+        skygate_model::fixtures::record("wx", Value::Integer(n))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

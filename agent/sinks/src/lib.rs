@@ -19,8 +19,8 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::model::{Gap, Record};
 pub use settings::{SinkCommon, SinkKind, SinkSettings};
+use skygate_model::{Gap, Record};
 
 pub type SinkFuture<'a, T = ()> = Pin<Box<dyn Future<Output = Result<T, SinkError>> + Send + 'a>>;
 

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::model::Record;
+use skygate_model::Record;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {

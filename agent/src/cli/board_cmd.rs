@@ -8,7 +8,7 @@ use serde::Serialize;
 use skygate_bsp::board::{self, BoardSpec, MachineFacts, Presence, Reason};
 
 use super::{CliError, print_json};
-use crate::config;
+use skygate_config as config;
 
 #[derive(Debug, Serialize)]
 struct Report {

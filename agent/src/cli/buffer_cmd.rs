@@ -3,9 +3,9 @@
 use std::io::Write;
 
 use super::{BufferCommand, CliError, SelectArgs, data_dir, print_json};
-use crate::buffer::buffer_dir;
-use crate::buffer::ops::{self, Selection};
-use crate::buffer::writer_human_bytes as human;
+use skygate_buffer::buffer_dir;
+use skygate_buffer::ops::{self, Selection};
+use skygate_buffer::writer_human_bytes as human;
 
 fn selection(s: &SelectArgs, limit: Option<u64>) -> Selection {
     Selection {

@@ -5,12 +5,13 @@
 use std::io::Write;
 
 use serde_json::Value;
+use skygate_model::value_text;
 
 use super::{CliError, Command, PowerAction, SinkAction, data_dir, endpoint, print_json};
-use crate::audit;
-use crate::buffer::writer_human_bytes as human;
-use crate::control::client::Endpoint;
-use crate::control::views::{DriverReply, ErrorsReply};
+use skygate_audit as audit;
+use skygate_buffer::writer_human_bytes as human;
+use skygate_control::client::Endpoint;
+use skygate_control::views::{DriverReply, ErrorsReply};
 
 /// Runs one operator command; returns the exit code.
 pub fn run(cmd: Command) -> Result<i32, CliError> {
@@ -292,33 +293,6 @@ fn print_sinks(out: &mut impl Write, v: &Value) -> Result<(), CliError> {
         )?;
     }
     Ok(())
-}
-
-/// A value (an NDJSON line or a last value) as a short string: `12.5 degC`,
-/// `<image/jpeg 4096 B>`.
-pub(crate) fn value_text(v: &Value) -> String {
-    let value = match &v["value"] {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => format!(
-            "<{} {} B>",
-            o.get("content_type")
-                .and_then(Value::as_str)
-                .unwrap_or("blob"),
-            o.get("size").unwrap_or(&Value::Null)
-        ),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => format!("{f:.4}")
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_string(),
-            _ => n.to_string(),
-        },
-        other => other.to_string(),
-    };
-    match v["unit"].as_str() {
-        Some(u) => format!("{value} {u}"),
-        None => value,
-    }
 }
 
 fn print_workflows(out: &mut impl Write, list: &Value) -> Result<(), CliError> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use skygate_drivers::{Quality, Reading, TimeQuality, Timestamp, Value};
 
 use super::FnCommand;
-use crate::model::{BlobPlacement, Record};
+use skygate_model::{BlobPlacement, Record};
 
 /// Runs an `fn` subcommand; returns the exit code.
 pub fn run(cmd: FnCommand) -> i32 {
@@ -93,11 +93,11 @@ fn run_file(
     max_output: &str,
     stats: bool,
 ) -> Result<i32, String> {
-    use crate::functions::builtins::{Item, Ref, Span};
-    use crate::functions::spec::WasmLimits;
-    use crate::functions::wasm;
-    use crate::model::{Lineage, SeqRef};
     use skygate_drivers::config::ByteSize;
+    use skygate_functions::builtins::{Item, Ref, Span};
+    use skygate_functions::spec::WasmLimits;
+    use skygate_functions::wasm;
+    use skygate_model::{Lineage, SeqRef};
 
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     wasm::check_module(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -152,10 +152,10 @@ fn run_file(
         let n = input.len();
         let (mut out, mut errors) = (
             Vec::new(),
-            crate::functions::builtins::StepErrors::default(),
+            skygate_functions::builtins::StepErrors::default(),
         );
         let start = std::time::Instant::now();
-        crate::functions::builtins::Step::run(&mut step, &mut input, &mut out, &mut errors);
+        skygate_functions::builtins::Step::run(&mut step, &mut input, &mut out, &mut errors);
         busy += start.elapsed();
         calls += 1;
         records += n as u64;
@@ -177,7 +177,7 @@ fn run_file(
             // Outputs are not numbered: seq 0 leaves the field out.
             it.rec.seq = 0;
             buf.clear();
-            crate::model::write_ndjson(&mut buf, "local", &it.rec, BlobPlacement::Inline);
+            skygate_model::write_ndjson(&mut buf, "local", &it.rec, BlobPlacement::Inline);
             stdout
                 .write_all(&buf)
                 .map_err(|e| format!("writing stdout: {e}"))?;

@@ -16,16 +16,16 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::buffer::BufferError;
-use crate::config;
-use crate::control::client::Endpoint;
 use crate::logging::LogFormat;
-use crate::security::secret::Secret;
+use skygate_buffer::BufferError;
+use skygate_config as config;
+use skygate_control::client::Endpoint;
+use skygate_security::secret::Secret;
 
 pub use board_cmd::run as run_board;
 pub use buffer_cmd::run as run_buffer;
 pub use control_cmd::run as run_control;
-pub(crate) use control_cmd::value_text;
+
 pub use fn_cmd::run as run_fn;
 pub use probe_cmd::run as run_probe;
 pub use workflow_cmd::run as run_workflow;
@@ -414,9 +414,9 @@ pub fn print_docs(cmd: &Command) -> std::io::Result<()> {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
-    Client(#[from] crate::control::client::ClientError),
+    Client(#[from] skygate_control::client::ClientError),
     #[error(transparent)]
-    Audit(#[from] crate::audit::AuditError),
+    Audit(#[from] skygate_audit::AuditError),
     #[error("unexpected answer from the agent: {0}")]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
@@ -426,7 +426,7 @@ pub enum CliError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Url(#[from] crate::control::client::UrlError),
+    Url(#[from] skygate_control::client::UrlError),
     #[error("{0}")]
     Usage(String),
     #[error(
@@ -434,28 +434,28 @@ pub enum CliError {
     )]
     NoToken,
     #[error(transparent)]
-    Secret(#[from] crate::security::secret::SecretError),
+    Secret(#[from] skygate_security::secret::SecretError),
     #[error(transparent)]
-    Tls(#[from] crate::util::tls::TlsError),
+    Tls(#[from] skygate_util::tls::TlsError),
 }
 
 /// Where the running agent's control API is: `--url`, else its socket (the config's
 /// `control.socket`, relative to the data directory, by default `skygate.sock` there).
 pub(crate) fn endpoint(a: &ApiArgs) -> Result<Endpoint, CliError> {
     if let Some(url) = &a.url {
-        let (host, port) = crate::control::client::parse_url(url)?;
+        let (host, port) = skygate_control::client::parse_url(url)?;
         let token_file = a.token_file.as_deref().ok_or(CliError::NoToken)?;
         return Ok(Endpoint::Tls {
             host,
             port,
-            tls: crate::util::tls::client_config(a.ca_cert.as_deref())?,
+            tls: skygate_util::tls::client_config(a.ca_cert.as_deref())?,
             token: Secret::from_token_file(token_file)?,
         });
     }
     let settings = a.dir.config.as_deref().map(config::load).transpose()?;
     let dir = data_dir_of(&a.dir, settings.as_ref());
     let socket = settings.map_or_else(
-        || PathBuf::from(crate::control::SOCKET_NAME),
+        || PathBuf::from(skygate_control::SOCKET_NAME),
         |s| s.control.socket,
     );
     Ok(Endpoint::Unix(dir.join(socket)))

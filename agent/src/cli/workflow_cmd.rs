@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use super::WorkflowCommand;
-use crate::config::{self, ConfigError, EXIT_CONFIG};
-use crate::functions::spec;
+use skygate_config::{self as config, ConfigError, EXIT_CONFIG};
+use skygate_functions::spec;
 
 /// Runs a `workflow` subcommand; returns the exit code.
 pub fn run(cmd: WorkflowCommand) -> i32 {

@@ -4,7 +4,7 @@
 use ratatui::crossterm::event::KeyCode;
 use serde_json::Value;
 
-use crate::control::views::{DriverReply, ErrorsReply};
+use skygate_control::views::{DriverReply, ErrorsReply};
 
 /// What the fetcher last read from the agent.
 #[derive(Debug, Clone, Default)]

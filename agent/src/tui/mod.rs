@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
-use crate::control::client::Endpoint;
 pub use app::{Action, App, Effect, Screen, Snapshot};
+use skygate_control::client::Endpoint;
 
 /// How often the agent is read.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -138,7 +138,7 @@ fn fetcher(endpoint: Endpoint, from_ui: mpsc::Receiver<ToFetcher>, to_ui: mpsc::
 }
 
 async fn timed<T>(
-    f: impl std::future::Future<Output = Result<T, crate::control::client::ClientError>>,
+    f: impl std::future::Future<Output = Result<T, skygate_control::client::ClientError>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
         Ok(r) => r.map_err(|e| e.to_string()),

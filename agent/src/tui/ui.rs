@@ -10,8 +10,8 @@ use ratatui::widgets::{Block, Clear, Paragraph, Row, Table, Wrap};
 use serde_json::Value;
 
 use super::app::{App, Screen};
-use crate::buffer::writer_human_bytes as human;
-use crate::cli::value_text;
+use skygate_buffer::writer_human_bytes as human;
+use skygate_model::value_text;
 
 /// Borders a serial console shows whatever its character set.
 const ASCII: border::Set = border::Set {

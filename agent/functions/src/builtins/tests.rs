@@ -6,8 +6,8 @@ use std::time::Duration;
 use skygate_drivers::{Quality, Timestamp, Value};
 
 use super::*;
-use crate::functions::spec::{Selector, Stat, StepSpec};
-use crate::model::fixtures::record;
+use crate::spec::{Selector, Stat, StepSpec};
+use skygate_model::fixtures::record;
 
 const S: i64 = 1_000_000_000;
 

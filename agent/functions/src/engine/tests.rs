@@ -7,8 +7,8 @@ use std::sync::Arc;
 use skygate_drivers::{Timestamp, Value};
 
 use super::*;
-use crate::functions::spec::parse;
-use crate::model::fixtures::record;
+use crate::spec::parse;
+use skygate_model::fixtures::record;
 
 fn spec(name: &str, yaml: &str) -> WorkflowSpec {
     parse(Path::new(&format!("{name}.yaml")), yaml).expect("workflow")

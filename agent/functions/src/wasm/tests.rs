@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use skygate_drivers::{Quality, Value};
 
 use super::*;
-use crate::functions::builtins::{Ref, Span};
-use crate::model::fixtures::record;
+use crate::builtins::{Ref, Span};
+use skygate_model::fixtures::record;
 
 /// A module whose `skygate_process` body is `body` (params `$p`, `$l`; returns i64).
 /// `skygate_alloc` hands out offset 1024 of a 2-page memory.

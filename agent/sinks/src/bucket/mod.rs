@@ -41,8 +41,8 @@ use object_store::{
 use skygate_drivers::Value;
 
 use super::{Batch, Delivered, Sink, SinkError, SinkFuture};
-use crate::model::{self, BlobPlacement, Gap, NDJSON_SCHEMA_VERSION, Record};
 pub use config::{BucketSinkRaw, BucketSinkSettings, BucketTarget, Cloud, CloudBucket};
+use skygate_model::{self as model, BlobPlacement, Gap, NDJSON_SCHEMA_VERSION, Record};
 
 /// Delivers to an object store. The store is opened on first use and again after a
 /// failure, so a bucket that is not there yet (an unmounted disk, a network that is still
@@ -165,7 +165,7 @@ impl BucketSink {
 
 /// Builds a cloud store from the environment, the credentials file and the settings.
 async fn open_cloud(c: &CloudBucket) -> Result<Arc<dyn ObjectStore>, SinkError> {
-    crate::util::tls::install_default_provider();
+    skygate_util::tls::install_default_provider();
     let mut options = ClientOptions::new()
         .with_connect_timeout(Duration::from_secs(10))
         .with_timeout(Duration::from_secs(120));

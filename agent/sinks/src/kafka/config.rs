@@ -30,7 +30,7 @@ use serde::Deserialize;
 use skygate_drivers::FieldError;
 use skygate_drivers::config::{ByteSize, duration_opt, field_err, pair, split_host_port};
 
-use crate::sinks::template::Template;
+use crate::template::Template;
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

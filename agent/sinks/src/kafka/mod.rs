@@ -37,9 +37,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::{Batch, Delivered, Rejected, Sink, SinkError, SinkFuture};
-use crate::model::{self, BlobPlacement, Gap, NDJSON_SCHEMA_VERSION, Record};
-use crate::security::secret::Secret;
 pub use config::{KafkaSinkRaw, KafkaSinkSettings};
+use skygate_model::{self as model, BlobPlacement, Gap, NDJSON_SCHEMA_VERSION, Record};
+use skygate_security::secret::Secret;
 
 /// librdkafka's log and error callbacks, into tracing; keeps the latest client-level error
 /// (connection refused, TLS or SASL failure) to explain a batch that timed out.

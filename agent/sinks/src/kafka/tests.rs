@@ -14,12 +14,12 @@ use skygate_drivers::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::buffer::{Buffer, BufferOptions, NewRecord};
-use crate::buffer::{BufferSettings, Durability};
-use crate::model::{Record, fixtures};
-use crate::sinks::SinkCommon;
-use crate::sinks::delivery::{DeadLetter, SinkSpec, spawn};
-use crate::sinks::template::Template;
+use crate::SinkCommon;
+use crate::delivery::{DeadLetter, SinkSpec, spawn};
+use crate::template::Template;
+use skygate_buffer::{Buffer, BufferOptions, NewRecord};
+use skygate_buffer::{BufferSettings, Durability};
+use skygate_model::{Record, fixtures};
 
 fn settings(brokers: &str) -> KafkaSinkSettings {
     KafkaSinkSettings {

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use skygate_drivers::FieldError;
 use skygate_drivers::config::{ByteSize, duration_opt, field_err, pair, refuse};
 
-use crate::sinks::template::Template;
+use crate::template::Template;
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

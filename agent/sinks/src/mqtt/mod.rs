@@ -29,9 +29,9 @@ use rumqttc::{
 };
 
 use super::{Batch, Delivered, Rejected, Sink, SinkError, SinkFuture};
-use crate::model::{self, BlobPlacement, Gap};
-use crate::security::secret::Secret;
 pub use config::{MqttSinkRaw, MqttSinkSettings};
+use skygate_model::{self as model, BlobPlacement, Gap};
+use skygate_security::secret::Secret;
 
 /// How long a connection attempt may take, CONNACK included.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -105,8 +105,8 @@ impl MqttSink {
                 } else {
                     let ca = settings.ca_cert.as_deref();
                     let cfg = match &settings.client_auth {
-                        Some((cert, key)) => crate::util::tls::client_config_mtls(ca, cert, key),
-                        None => crate::util::tls::client_config_site(ca),
+                        Some((cert, key)) => skygate_util::tls::client_config_mtls(ca, cert, key),
+                        None => skygate_util::tls::client_config_site(ca),
                     };
                     Some(cfg.map_err(|e| format!("TLS: {e}"))?)
                 };
@@ -321,7 +321,7 @@ mod tests {
                 .validate()
                 .expect("valid");
         let mut sink = MqttSink::new("up", &settings, "gw");
-        let gap = crate::model::fixtures::gap();
+        let gap = skygate_model::fixtures::gap();
         sink.deliver_gap(&gap)
             .await
             .expect("delivered and acknowledged");
