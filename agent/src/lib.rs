@@ -20,6 +20,8 @@
 //! The components are re-exported under their old module paths, so the end-to-end tests,
 //! the benchmarks and the fuzz targets name one crate.
 
+#![forbid(unsafe_code)]
+
 pub use skygate_audit as audit;
 pub use skygate_broker as broker;
 pub use skygate_buffer as buffer;

@@ -11,6 +11,8 @@
 //! a bounded queue. Async callers wait for room; the buffer's writer (which must never
 //! block on the audit) uses `try_record`, which counts what it had to drop.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -41,6 +41,8 @@
 //! - Not built for 32-bit ARM (armv7): ntex-net 4.0 depends there on a syscall crate that
 //!   no longer compiles; `start` says so, and armv7 gateways use an external broker.
 
+#![forbid(unsafe_code)]
+
 mod settings;
 
 use std::collections::{BTreeMap, HashSet};

@@ -72,6 +72,8 @@
 //!      recorded_at INTEGER, pending INTEGER)
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod ops;
 mod reader;
 mod schema;
@@ -567,6 +569,7 @@ fn maintenance(conn: rusqlite::Connection, wal: PathBuf, tick: mpsc::Sender<Writ
     let step = std::time::Duration::from_millis(100);
     let mut since_tick = std::time::Duration::ZERO;
     loop {
+        #[allow(clippy::disallowed_methods, reason = "the buffer's maintenance thread")]
         std::thread::sleep(step);
         since_tick += step;
         if since_tick >= std::time::Duration::from_secs(1) {

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use rusqlite::{Connection, params};
@@ -274,6 +276,10 @@ impl Writer {
                         if linger.is_zero() || Instant::now() >= deadline {
                             break;
                         }
+                        #[allow(
+                            clippy::disallowed_methods,
+                            reason = "the buffer writer's own thread, lingering for a group commit"
+                        )]
                         std::thread::sleep(Duration::from_micros(200));
                     }
                     Err(TryRecvError::Disconnected) => {
@@ -411,6 +417,10 @@ impl State {
                             }
                         }
                     }
+                    #[allow(
+                        clippy::disallowed_methods,
+                        reason = "the buffer writer's own thread, backing off a failed commit"
+                    )]
                     std::thread::sleep(backoff.next_delay());
                 }
             }

@@ -14,6 +14,8 @@
 //! serde-tagged enum: tagged enums buffer their content and lose the spans that make
 //! errors point at the right line.
 
+#![forbid(unsafe_code)]
+
 pub mod raw;
 pub mod schema;
 pub mod settings;

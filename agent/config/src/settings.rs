@@ -13,7 +13,8 @@ use skygate_drivers::serial::SerialConfig;
 use skygate_drivers::sim::SimConfig;
 
 use super::raw::{
-    BrokerRaw, ControlMerged, DriverKindRaw, DurabilityRaw, Located, Merged, SinkKindRaw,
+    BrokerRaw, BufferMerged, ControlMerged, DriverKindRaw, DriverRaw, DurabilityRaw, HealthMerged,
+    Located, Merged, RouteRaw, SinkKindRaw, SinkRaw,
 };
 use super::{ConfigError, ConfigSource, SourceFile};
 use skygate_functions::{WorkflowFile, WorkflowSpec};
@@ -123,21 +124,61 @@ impl Settings {
 /// Most sinks a gateway may have: each owns one bit of a record's pending mask.
 pub const MAX_SINKS: usize = 62;
 
-/// Pure validation of merged raw config into settings.
+/// Pure validation of merged raw config into settings: each section in its own function
+/// below, in the order the agent needs them (the broker before the drivers that use it,
+/// the sinks before the routes that name them).
 pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError> {
-    let at = |file: usize, span: &std::ops::Range<usize>, msg: String| {
-        files[file].error_at(Some(span.clone()), msg)
-    };
-    let last_file = files.len().saturating_sub(1);
+    let gateway = gateway(&m, files)?;
+    let buffer = buffer(m.buffer, files)?;
+    let health = health(m.health, files)?;
+    let control = control(m.control, files)?;
+    let broker = m.broker.map(|b| broker(b, files)).transpose()?;
+    let drivers = drivers(m.drivers, broker.is_some(), files)?;
+    let sinks = sinks(&m.sinks, files)?;
+    let routes = routes(m.routes, &m.sinks, &sinks, files)?;
+    let workflow_files = workflow_files(m.workflows, files);
+    Ok(Settings {
+        source: ConfigSource::Inline,
+        gateway,
+        buffer,
+        health,
+        control,
+        broker,
+        drivers,
+        sinks,
+        routes,
+        workflow_files,
+        workflows: Vec::new(),
+    })
+}
 
-    let gateway = GatewaySettings {
+/// An error at a span of one of the files.
+fn at(
+    files: &[SourceFile],
+    file: usize,
+    span: &std::ops::Range<usize>,
+    msg: String,
+) -> ConfigError {
+    files[file].error_at(Some(span.clone()), msg)
+}
+
+/// An error about the merged config as a whole (reported against the last file read).
+fn at_end(files: &[SourceFile], msg: impl Into<String>) -> ConfigError {
+    files[files.len().saturating_sub(1)].error_at(None, msg)
+}
+
+/// `[gateway]` (and `gateway.board`, one of the shipped board files).
+fn gateway(m: &Merged, files: &[SourceFile]) -> Result<GatewaySettings, ConfigError> {
+    let at = |file: usize, span: &std::ops::Range<usize>, msg: String| at(files, file, span, msg);
+    Ok(GatewaySettings {
         id: m
             .gateway_id
+            .clone()
             .map(|l| l.value.0)
             .unwrap_or_else(default_gateway_id),
-        site: m.site,
-        data_dir: m.data_dir.map(PathBuf::from),
-        board: match m.board {
+        site: m.site.clone(),
+        data_dir: m.data_dir.clone().map(PathBuf::from),
+        board: match m.board.clone() {
             Some(b) => {
                 let known = skygate_bsp::board::names();
                 if !known.contains(&b.value.as_str()) {
@@ -155,10 +196,13 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
             }
             None => None,
         },
-    };
+    })
+}
 
+/// `[buffer]`, with the bounds the writer relies on.
+fn buffer(b: BufferMerged, files: &[SourceFile]) -> Result<BufferSettings, ConfigError> {
+    let at = |file: usize, span: &std::ops::Range<usize>, msg: String| at(files, file, span, msg);
     let d = BufferSettings::default();
-    let b = m.buffer;
     let buffer = BufferSettings {
         durability: match b.durability {
             Some(DurabilityRaw::Process) => Durability::Process,
@@ -185,14 +229,18 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
             .map_or(d.blob_spool_threshold, |v| v.0),
     };
     if buffer.max_bytes < 1024 * 1024 {
-        return Err(files[last_file].error_at(None, "buffer.max_bytes must be at least 1MiB"));
+        return Err(at_end(files, "buffer.max_bytes must be at least 1MiB"));
     }
     if buffer.commit_max_delay > Duration::from_secs(1) {
-        return Err(files[last_file].error_at(None, "buffer.commit_max_delay must be at most 1s"));
+        return Err(at_end(files, "buffer.commit_max_delay must be at most 1s"));
     }
+    Ok(buffer)
+}
 
-    let h = m.health;
-    let health = HealthSettings {
+/// `[health]`: the heartbeat.
+fn health(h: HealthMerged, files: &[SourceFile]) -> Result<HealthSettings, ConfigError> {
+    let at = |file: usize, span: &std::ops::Range<usize>, msg: String| at(files, file, span, msg);
+    Ok(HealthSettings {
         enabled: h.enabled.unwrap_or(true),
         interval: match h.interval {
             Some(Located { value, file, span }) => {
@@ -211,13 +259,19 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
             .stream
             .map_or_else(|| "gateway.health".to_string(), |n| n.0),
         priority: h.priority.map_or(7, |p| p.0),
-    };
+    })
+}
 
-    let control = control(m.control, files)?;
-    let broker = m.broker.map(|b| broker(b, files)).transpose()?;
-
+/// The enabled drivers; `embedded_broker`: whether a `[broker]` section is there for the
+/// MQTT drivers that name it.
+fn drivers(
+    raw: BTreeMap<String, Located<DriverRaw>>,
+    embedded_broker: bool,
+    files: &[SourceFile],
+) -> Result<BTreeMap<String, DriverSettings>, ConfigError> {
+    let at = |file: usize, span: &std::ops::Range<usize>, msg: String| at(files, file, span, msg);
     let mut drivers = BTreeMap::new();
-    for (name, l) in m.drivers {
+    for (name, l) in raw {
         if name == HEALTH_SOURCE {
             return Err(at(
                 l.file,
@@ -235,7 +289,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
             DriverKindRaw::Serial(cfg) => DriverKind::Serial((**cfg).clone()),
             DriverKindRaw::Http(cfg) => DriverKind::Http((**cfg).clone()),
             DriverKindRaw::Mqtt(cfg) => {
-                if cfg.broker == skygate_drivers::mqtt::BrokerRef::Embedded && broker.is_none() {
+                if cfg.broker == skygate_drivers::mqtt::BrokerRef::Embedded && !embedded_broker {
                     return Err(at(
                         l.file,
                         &l.span,
@@ -258,87 +312,101 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
             },
         );
     }
+    Ok(drivers)
+}
 
-    let mut sinks = BTreeMap::new();
+/// One enabled sink: the settings every kind shares, checked, and its kind's own.
+fn sink(
+    name: &str,
+    l: &Located<SinkRaw>,
+    files: &[SourceFile],
+) -> Result<SinkSettings, ConfigError> {
+    let at = |file: usize, span: &std::ops::Range<usize>, msg: String| at(files, file, span, msg);
     let defaults = SinkCommon::default();
-    for (name, l) in &m.sinks {
-        let c = &l.value.common;
-        if c.enabled == Some(false) {
-            continue;
-        }
-        let share = match &c.backfill_share {
-            Some(s) => {
-                let v = *s.get_ref();
-                if !(0.0..=1.0).contains(&v) {
-                    return Err(at(
-                        l.file,
-                        &s.span(),
-                        format!("sink {name}: backfill_share must be between 0.0 and 1.0, got {v}"),
-                    ));
-                }
-                v
-            }
-            None => defaults.backfill_share,
-        };
-        let backoff_initial = c.backoff_initial.map_or(defaults.backoff_initial, |v| v.0);
-        let backoff_max = c.backoff_max.map_or(defaults.backoff_max, |v| v.0);
-        if backoff_initial.is_zero() || backoff_max < backoff_initial {
-            return Err(at(
-                l.file,
-                &l.span,
-                format!("sink {name}: need 0 < backoff_initial <= backoff_max"),
-            ));
-        }
-        let batch_max_records = match &c.batch_max_records {
-            Some(v) if !(1..=100_000).contains(v.get_ref()) => {
+    let c = &l.value.common;
+    let share = match &c.backfill_share {
+        Some(s) => {
+            let v = *s.get_ref();
+            if !(0.0..=1.0).contains(&v) {
                 return Err(at(
                     l.file,
-                    &v.span(),
-                    format!("sink {name}: batch_max_records must be 1 to 100000"),
+                    &s.span(),
+                    format!("sink {name}: backfill_share must be between 0.0 and 1.0, got {v}"),
                 ));
             }
-            Some(v) => *v.get_ref(),
-            None => defaults.batch_max_records,
-        };
-        let common = SinkCommon {
-            backfill_share: share,
-            backoff_initial,
-            backoff_max,
-            batch_max_records,
-            batch_max_bytes: c.batch_max_bytes.map_or(defaults.batch_max_bytes, |v| v.0),
-            batch_max_age: c.batch_max_age.map_or(defaults.batch_max_age, |v| v.0),
-            max_bytes_per_sec: match c.max_bytes_per_sec {
-                Some(b) if b.0 < 1024 => {
-                    return Err(at(
-                        l.file,
-                        &l.span,
-                        format!("sink {name}: max_bytes_per_sec must be at least 1KiB"),
-                    ));
-                }
-                b => b.map(|b| b.0),
-            },
-            dead_letter_stream: c
-                .dead_letter_stream
-                .clone()
-                .map_or_else(|| defaults.dead_letter_stream.clone(), |n| n.0),
-        };
-        let kind = match &l.value.kind {
-            SinkKindRaw::Bucket(b) => SinkKind::Bucket(b.clone()),
-            SinkKindRaw::Mqtt(m) => SinkKind::Mqtt(m.clone()),
-            #[cfg(feature = "kafka")]
-            SinkKindRaw::Kafka(k) => SinkKind::Kafka(k.clone()),
-        };
-        sinks.insert(
-            name.clone(),
-            SinkSettings {
-                name: name.clone(),
-                common,
-                kind,
-            },
-        );
+            v
+        }
+        None => defaults.backfill_share,
+    };
+    let backoff_initial = c.backoff_initial.map_or(defaults.backoff_initial, |v| v.0);
+    let backoff_max = c.backoff_max.map_or(defaults.backoff_max, |v| v.0);
+    if backoff_initial.is_zero() || backoff_max < backoff_initial {
+        return Err(at(
+            l.file,
+            &l.span,
+            format!("sink {name}: need 0 < backoff_initial <= backoff_max"),
+        ));
+    }
+    let batch_max_records = match &c.batch_max_records {
+        Some(v) if !(1..=100_000).contains(v.get_ref()) => {
+            return Err(at(
+                l.file,
+                &v.span(),
+                format!("sink {name}: batch_max_records must be 1 to 100000"),
+            ));
+        }
+        Some(v) => *v.get_ref(),
+        None => defaults.batch_max_records,
+    };
+    let common = SinkCommon {
+        backfill_share: share,
+        backoff_initial,
+        backoff_max,
+        batch_max_records,
+        batch_max_bytes: c.batch_max_bytes.map_or(defaults.batch_max_bytes, |v| v.0),
+        batch_max_age: c.batch_max_age.map_or(defaults.batch_max_age, |v| v.0),
+        max_bytes_per_sec: match c.max_bytes_per_sec {
+            Some(b) if b.0 < 1024 => {
+                return Err(at(
+                    l.file,
+                    &l.span,
+                    format!("sink {name}: max_bytes_per_sec must be at least 1KiB"),
+                ));
+            }
+            b => b.map(|b| b.0),
+        },
+        dead_letter_stream: c
+            .dead_letter_stream
+            .clone()
+            .map_or_else(|| defaults.dead_letter_stream.clone(), |n| n.0),
+    };
+    let kind = match &l.value.kind {
+        SinkKindRaw::Bucket(b) => SinkKind::Bucket(b.clone()),
+        SinkKindRaw::Mqtt(m) => SinkKind::Mqtt(m.clone()),
+        #[cfg(feature = "kafka")]
+        SinkKindRaw::Kafka(k) => SinkKind::Kafka(k.clone()),
+    };
+    Ok(SinkSettings {
+        name: name.to_string(),
+        common,
+        kind,
+    })
+}
+
+/// The enabled sinks, at most [`MAX_SINKS`].
+fn sinks(
+    raw: &BTreeMap<String, Located<SinkRaw>>,
+    files: &[SourceFile],
+) -> Result<BTreeMap<String, SinkSettings>, ConfigError> {
+    let mut sinks = BTreeMap::new();
+    for (name, l) in raw {
+        if l.value.common.enabled == Some(false) {
+            continue;
+        }
+        sinks.insert(name.clone(), sink(name, l, files)?);
     }
     if sinks.len() > MAX_SINKS {
-        return Err(files[last_file].error_at(
+        return Err(files[files.len().saturating_sub(1)].error_at(
             None,
             format!(
                 "at most {MAX_SINKS} sinks are supported, found {}",
@@ -346,9 +414,20 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
             ),
         ));
     }
+    Ok(sinks)
+}
 
+/// Routes: stream patterns to enabled sinks (`raw_sinks`: every sink named, to tell a
+/// disabled one from an unknown one).
+fn routes(
+    raw: Vec<Located<RouteRaw>>,
+    raw_sinks: &BTreeMap<String, Located<SinkRaw>>,
+    sinks: &BTreeMap<String, SinkSettings>,
+    files: &[SourceFile],
+) -> Result<Vec<RouteSettings>, ConfigError> {
+    let at = |file: usize, span: &std::ops::Range<usize>, msg: String| at(files, file, span, msg);
     let mut routes = Vec::new();
-    for r in m.routes {
+    for r in raw {
         let mut route = RouteSettings {
             streams: Vec::new(),
             sinks: Vec::new(),
@@ -375,7 +454,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         for s in r.value.sinks {
             if !sinks.contains_key(s.get_ref()) {
                 let known: Vec<&str> = sinks.keys().map(String::as_str).collect();
-                let msg = if m.sinks.contains_key(s.get_ref()) {
+                let msg = if raw_sinks.contains_key(s.get_ref()) {
                     format!("route refers to sink {:?}, which is disabled", s.get_ref())
                 } else {
                     format!(
@@ -390,9 +469,12 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
         }
         routes.push(route);
     }
-    let workflow_files = m
-        .workflows
-        .into_iter()
+    Ok(routes)
+}
+
+/// Workflow files as named, relative to the file that names them.
+fn workflow_files(raw: Vec<Located<String>>, files: &[SourceFile]) -> Vec<WorkflowFile> {
+    raw.into_iter()
         .map(|w| {
             let f = &files[w.file];
             let (line, col) = f.line_col(w.span.start);
@@ -402,20 +484,7 @@ pub fn validate(m: Merged, files: &[SourceFile]) -> Result<Settings, ConfigError
                 named_at: (f.path.clone(), line, col),
             }
         })
-        .collect();
-    Ok(Settings {
-        source: ConfigSource::Inline,
-        gateway,
-        buffer,
-        health,
-        control,
-        broker,
-        drivers,
-        sinks,
-        routes,
-        workflow_files,
-        workflows: Vec::new(),
-    })
+        .collect()
 }
 
 fn broker(b: Located<BrokerRaw>, files: &[SourceFile]) -> Result<BrokerSettings, ConfigError> {

@@ -27,6 +27,8 @@
 //! | POST | `/v1/power/{fail,ok}` | the operator's power-fail input (UPS daemons); answers once acted on |
 //! | GET | `/v1/audit?limit=N` | the newest audit rows |
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 mod metrics;
 pub mod rates;

@@ -61,129 +61,148 @@ fn sink_label(name: &str) -> Labels {
 }
 
 pub(super) async fn render(s: &ControlState) -> String {
-    let m = s.buffer.metrics();
-    let get = BufferMetrics::get;
     let mut reg = Registry::with_prefix("skygate");
+    ingest_and_power(&mut reg, s);
+    if let Some(b) = &s.broker {
+        broker(&mut reg, b);
+    }
+    buffer(&mut reg, s);
+    sinks(&mut reg, &sink_replies(s).await);
+    workflows(&mut reg, &s.ingest.workflows());
+    drivers(&mut reg, s);
+    process(&mut reg, s);
+    let mut out = String::new();
+    if let Err(e) = encode(&mut out, &reg) {
+        tracing::error!(error = %e, "metrics encoding failed");
+    }
+    out
+}
+
+/// Readings taken in, and the power-fail input.
+fn ingest_and_power(reg: &mut Registry, s: &ControlState) {
     counter(
-        &mut reg,
+        reg,
         "ingest_readings",
         "Readings accepted from drivers",
         s.ingest.counts().readings,
     );
     counter(
-        &mut reg,
+        reg,
         "ingest_unrouted",
         "Readings dropped: their stream has no route",
         s.ingest.counts().unrouted,
     );
     let pm = s.power.counts();
     counter(
-        &mut reg,
+        reg,
         "power_failures",
         "Power failures seen (power-fail line or operator input)",
         pm.failures,
     );
     gauge(
-        &mut reg,
+        reg,
         "power_fail_seal_seconds",
         "The last power failure: time from the edge until intake was stopped and the buffer on the disk",
         pm.last_seal_seconds,
     );
     gauge(
-        &mut reg,
+        reg,
         "power_failed",
         "1 while input power is lost",
         f64::from(u8::from(pm.failed)),
     );
-    if let Some(b) = &s.broker {
-        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        for (name, help, v) in [
-            (
-                "broker_connections",
-                "Embedded broker: clients connected",
-                n(&b.connections),
-            ),
-            (
-                "broker_logins_refused",
-                "Embedded broker: wrong user or password",
-                n(&b.logins_refused),
-            ),
-            (
-                "broker_published",
-                "Embedded broker: publishes handled (QoS 1/2: acknowledged after commit)",
-                n(&b.published),
-            ),
-            (
-                "broker_refused",
-                "Embedded broker: publishes not acknowledged (commit not confirmed)",
-                n(&b.refused),
-            ),
-            (
-                "broker_unclaimed",
-                "Embedded broker: publishes acknowledged and dropped, no driver claims the topic",
-                n(&b.unclaimed),
-            ),
-        ] {
-            counter(&mut reg, name, help, v);
-        }
+}
+
+/// The embedded broker's counters.
+fn broker(reg: &mut Registry, b: &skygate_broker::BrokerMetrics) {
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    for (name, help, v) in [
+        (
+            "broker_connections",
+            "Embedded broker: clients connected",
+            n(&b.connections),
+        ),
+        (
+            "broker_logins_refused",
+            "Embedded broker: wrong user or password",
+            n(&b.logins_refused),
+        ),
+        (
+            "broker_published",
+            "Embedded broker: publishes handled (QoS 1/2: acknowledged after commit)",
+            n(&b.published),
+        ),
+        (
+            "broker_refused",
+            "Embedded broker: publishes not acknowledged (commit not confirmed)",
+            n(&b.refused),
+        ),
+        (
+            "broker_unclaimed",
+            "Embedded broker: publishes acknowledged and dropped, no driver claims the topic",
+            n(&b.unclaimed),
+        ),
+    ] {
+        counter(reg, name, help, v);
     }
+}
+
+/// The buffer: commits, acknowledgements, evictions, size, latency to durable.
+fn buffer(reg: &mut Registry, s: &ControlState) {
+    let m = s.buffer.metrics();
+    let get = BufferMetrics::get;
     counter(
-        &mut reg,
+        reg,
         "buffer_records_committed",
         "Records committed to the buffer",
         get(&m.records_committed),
     );
-    counter(&mut reg, "buffer_commits", "Group commits", get(&m.commits));
+    counter(reg, "buffer_commits", "Group commits", get(&m.commits));
     counter(
-        &mut reg,
+        reg,
         "buffer_records_acked",
         "Per-sink acknowledgements applied",
         get(&m.records_acked),
     );
     counter(
-        &mut reg,
+        reg,
         "buffer_records_evicted",
         "Records evicted (recorded as gaps)",
         get(&m.records_evicted),
     );
+    counter(reg, "buffer_gaps", "Gaps recorded", get(&m.gaps_recorded));
     counter(
-        &mut reg,
-        "buffer_gaps",
-        "Gaps recorded",
-        get(&m.gaps_recorded),
-    );
-    counter(
-        &mut reg,
+        reg,
         "buffer_write_errors",
         "Failed buffer commits (retried)",
         get(&m.write_errors),
     );
     gauge(
-        &mut reg,
+        reg,
         "buffer_records",
         "Records stored",
         get(&m.records_stored) as f64,
     );
     gauge(
-        &mut reg,
+        reg,
         "buffer_bytes",
         "Bytes stored (rows and spooled blobs)",
         get(&m.bytes_stored) as f64,
     );
     gauge(
-        &mut reg,
+        reg,
         "buffer_last_seq",
         "Last seq issued",
         *s.buffer.head().borrow() as f64,
     );
     gauge(
-        &mut reg,
+        reg,
         "buffer_degraded",
         "1 while the buffer is degraded",
         f64::from(u8::from(s.buffer.status().borrow().degraded)),
     );
     labelled(
-        &mut reg,
+        reg,
         "ingest_to_durable_seconds",
         "Reading timestamp to commit, quantiles since start",
         [0.5, 0.9, 0.99].map(|q| {
@@ -193,10 +212,12 @@ pub(super) async fn render(s: &ControlState) -> String {
             )
         }),
     );
+}
 
-    let sinks = sink_replies(s).await;
+/// Per sink: what is owed, its state, what it delivered.
+fn sinks(reg: &mut Registry, sinks: &[super::server::SinkReply]) {
     labelled(
-        &mut reg,
+        reg,
         "sink_backlog_records",
         "Records still owed to the sink",
         sinks
@@ -204,7 +225,7 @@ pub(super) async fn render(s: &ControlState) -> String {
             .map(|r| (sink_label(&r.name), r.backlog_records as f64)),
     );
     labelled(
-        &mut reg,
+        reg,
         "sink_backlog_bytes",
         "Bytes still owed to the sink",
         sinks
@@ -212,7 +233,7 @@ pub(super) async fn render(s: &ControlState) -> String {
             .map(|r| (sink_label(&r.name), r.backlog_bytes as f64)),
     );
     labelled(
-        &mut reg,
+        reg,
         "sink_oldest_unsent_age_seconds",
         "Age of the oldest record still owed (0 when none)",
         sinks
@@ -220,7 +241,7 @@ pub(super) async fn render(s: &ControlState) -> String {
             .map(|r| (sink_label(&r.name), r.oldest_unsent_age_s.unwrap_or(0.0))),
     );
     labelled(
-        &mut reg,
+        reg,
         "sink_consecutive_failures",
         "Delivery failures since the last success",
         sinks.iter().map(|r| {
@@ -239,7 +260,7 @@ pub(super) async fn render(s: &ControlState) -> String {
         LinkState::Stopped,
     ];
     labelled(
-        &mut reg,
+        reg,
         "sink_state",
         "1 for the state the sink is in",
         sinks.iter().flat_map(|r| {
@@ -259,7 +280,7 @@ pub(super) async fn render(s: &ControlState) -> String {
         }),
     );
     labelled_counter(
-        &mut reg,
+        reg,
         "sink_dead_lettered_records",
         "Records the peer refused for good, set aside as dead letters",
         sinks
@@ -267,7 +288,7 @@ pub(super) async fn render(s: &ControlState) -> String {
             .map(|r| (sink_label(&r.name), r.status.dead_lettered)),
     );
     labelled_counter(
-        &mut reg,
+        reg,
         "sink_sent_bytes",
         "Bytes sent for delivered batches",
         sinks
@@ -275,7 +296,7 @@ pub(super) async fn render(s: &ControlState) -> String {
             .map(|r| (sink_label(&r.name), r.status.bytes_sent)),
     );
     labelled_counter(
-        &mut reg,
+        reg,
         "sink_delivered_records",
         "Records the peer confirmed",
         sinks
@@ -283,15 +304,17 @@ pub(super) async fn render(s: &ControlState) -> String {
             .map(|r| (sink_label(&r.name), r.status.delivered_records)),
     );
     labelled_counter(
-        &mut reg,
+        reg,
         "sink_gaps_delivered",
         "Gap markers the peer confirmed",
         sinks
             .iter()
             .map(|r| (sink_label(&r.name), r.status.gaps_delivered)),
     );
+}
 
-    let flows = s.ingest.workflows();
+/// Per workflow: records in and out, errors, dead letters.
+fn workflows(reg: &mut Registry, flows: &[skygate_functions::WorkflowStatus]) {
     let flow_label =
         |w: &skygate_functions::WorkflowStatus| vec![("workflow".into(), w.name.clone())];
     for (name, help, pick) in [
@@ -315,13 +338,16 @@ pub(super) async fn render(s: &ControlState) -> String {
         ),
     ] {
         labelled_counter(
-            &mut reg,
+            reg,
             name,
             help,
             flows.iter().map(|w| (flow_label(w), pick(w))),
         );
     }
+}
 
+/// Per driver: readings, errors, up.
+fn drivers(reg: &mut Registry, s: &ControlState) {
     let drivers: Vec<_> = s
         .drivers
         .list()
@@ -336,7 +362,7 @@ pub(super) async fn render(s: &ControlState) -> String {
         })
         .collect();
     labelled_counter(
-        &mut reg,
+        reg,
         "driver_readings",
         "Readings the driver produced",
         drivers
@@ -344,13 +370,13 @@ pub(super) async fn render(s: &ControlState) -> String {
             .map(|(l, _, live)| (l.clone(), live.readings)),
     );
     labelled_counter(
-        &mut reg,
+        reg,
         "driver_errors",
         "Errors the driver reported (timeouts, exceptions, CRC, decode)",
         drivers.iter().map(|(l, h, _)| (l.clone(), h.errors)),
     );
     labelled(
-        &mut reg,
+        reg,
         "driver_up",
         "1 while the driver's last exchange with its instrument worked",
         drivers.iter().map(|(l, h, _)| {
@@ -360,10 +386,13 @@ pub(super) async fn render(s: &ControlState) -> String {
             )
         }),
     );
+}
 
+/// The process: memory, CPU, uptime, and the time quality of the gateway's clock.
+fn process(reg: &mut Registry, s: &ControlState) {
     let (rss, cpu) = skygate_util::process_usage();
     gauge(
-        &mut reg,
+        reg,
         "process_resident_memory_bytes",
         "Resident set size",
         rss as f64,
@@ -376,21 +405,15 @@ pub(super) async fn render(s: &ControlState) -> String {
         cpu_total,
     );
     gauge(
-        &mut reg,
+        reg,
         "uptime_seconds",
         "Seconds since the agent started",
         s.started.elapsed().as_secs_f64(),
     );
     labelled(
-        &mut reg,
+        reg,
         "time_quality",
         "1 for the gateway's current time quality",
         [s.clock.now().1.as_str()].map(|q| (vec![("quality".to_string(), q.to_string())], 1.0)),
     );
-
-    let mut out = String::new();
-    if let Err(e) = encode(&mut out, &reg) {
-        tracing::error!(error = %e, "metrics encoding failed");
-    }
-    out
 }

@@ -479,227 +479,260 @@ fn priority(p: &Spanned<i64>) -> Result<u8, StepErr> {
         .ok_or_else(|| at(p, format!("priority {} is out of range 0..=9", p.value)))
 }
 
+/// One step of a workflow, checked: each kind in its own function below.
 fn step(raw: StepRaw, here: &Pos) -> Result<StepSpec, StepErr> {
-    let whole = |m: String| (Some(here.clone()), m);
-    Ok(match raw {
-        StepRaw::Scale(r) => {
-            if let Some(f) = &r.factor
-                && !f.value.is_finite()
-            {
-                return Err(at(f, "factor must be a finite number"));
-            }
-            StepSpec::Scale {
-                channels: selector(r.channels),
-                factor: r.factor.map_or(1.0, |f| f.value),
-                offset: r.offset.unwrap_or(0.0),
-                unit: r.unit,
-            }
-        }
-        StepRaw::Convert(r) => {
-            if let Some(from) = &r.from {
-                units::conversion(&from.value, &r.to.value).map_err(|e| at(from, e))?;
-            } else if !units::is_known(&r.to.value) {
-                return Err(at(
-                    &r.to,
-                    units::conversion(&r.to.value, &r.to.value).unwrap_err(),
-                ));
-            }
-            StepSpec::Convert {
-                channels: selector(r.channels),
-                from: r.from.map(|f| f.value),
-                to: r.to.value,
-            }
-        }
-        StepRaw::Rename(r) => {
-            validate_name(&r.to.value).map_err(|e| at(&r.to, format!("new channel name: {e}")))?;
-            StepSpec::Rename {
-                channel: r.channel.value,
-                to: r.to.value,
-            }
-        }
-        StepRaw::Tag(r) => {
-            if r.unit.is_none() && r.priority.is_none() && r.source.is_none() {
-                return Err(whole(
-                    "tag sets nothing: give unit, priority or source".into(),
-                ));
-            }
-            if let Some(s) = &r.source {
-                validate_name(&s.value).map_err(|e| at(s, format!("source: {e}")))?;
-            }
-            StepSpec::Tag {
-                channels: selector(r.channels),
-                unit: r.unit,
-                priority: r.priority.as_ref().map(priority).transpose()?,
-                source: r.source.map(|s| s.value),
-            }
-        }
-        StepRaw::Filter(r) => {
-            let e = Expr::compile(&r.expr.value).map_err(|e| at(&r.expr, e))?;
-            if let Some(v) = e
-                .vars()
-                .iter()
-                .find(|v| !super::builtins::RECORD_VARS.contains(&v.as_str()))
-            {
-                return Err(at(
-                    &r.expr,
-                    format!(
-                        "filter expression reads {v:?}; it can read {}",
-                        super::builtins::RECORD_VARS.join(", ")
-                    ),
-                ));
-            }
-            StepSpec::Filter {
-                channels: selector(r.channels),
-                expr: r.expr.value,
-            }
-        }
-        StepRaw::Derive(r) => {
-            validate_name(&r.channel.value)
-                .map_err(|e| at(&r.channel, format!("derived channel name: {e}")))?;
-            let e = Expr::compile(&r.expr.value).map_err(|e| at(&r.expr, e))?;
-            if e.vars().is_empty() {
-                return Err(at(&r.expr, "the expression reads no channel"));
-            }
-            for (var, ch) in &r.inputs {
-                if !e.vars().contains(var) {
-                    return Err(at(
-                        ch,
-                        format!("input {var:?} is not used by the expression"),
-                    ));
-                }
-            }
-            let inputs = e
-                .vars()
-                .iter()
-                .map(|v| {
-                    let ch = r.inputs.get(v).map_or(v.clone(), |c| c.value.clone());
-                    (v.clone(), ch)
-                })
-                .collect();
-            StepSpec::Derive {
-                channel: r.channel.value,
-                expr: r.expr.value,
-                unit: r.unit,
-                inputs,
-            }
-        }
-        StepRaw::Deadband(r) => {
-            for v in [&r.abs, &r.pct].into_iter().flatten() {
-                if !(v.value.is_finite() && v.value >= 0.0) {
-                    return Err(at(v, "must be a number of zero or more"));
-                }
-            }
-            if r.abs.is_none() && r.pct.is_none() {
-                return Err(whole("deadband needs abs or pct (or both)".into()));
-            }
-            StepSpec::Deadband {
-                channels: selector(r.channels),
-                abs: r.abs.map(|v| v.value),
-                pct: r.pct.map(|v| v.value),
-                max_silence: r
-                    .max_silence
-                    .as_ref()
-                    .map(|d| duration(d, "max_silence"))
-                    .transpose()?,
-            }
-        }
-        StepRaw::Alarm(r) => {
-            if r.above.is_none() && r.below.is_none() {
-                return Err(whole("alarm needs above or below (or both)".into()));
-            }
-            let hysteresis = r.hysteresis.as_ref().map_or(0.0, |h| h.value);
-            if let Some(h) = &r.hysteresis
-                && !(h.value.is_finite() && h.value >= 0.0)
-            {
-                return Err(at(h, "hysteresis must be zero or more"));
-            }
-            if let (Some(a), Some(b)) = (r.above, r.below)
-                && b + hysteresis >= a - hysteresis
-            {
-                return Err(whole(format!(
-                    "below ({b}) plus hysteresis must stay under above ({a}) minus hysteresis"
-                )));
-            }
-            StepSpec::Alarm {
-                channels: selector(r.channels),
-                above: r.above,
-                below: r.below,
-                hysteresis,
-                priority: r.priority.as_ref().map(priority).transpose()?.unwrap_or(9),
-            }
-        }
-        StepRaw::Window(r) => {
-            let every = duration(&r.every, "every")?;
-            let stats = r
-                .stats
-                .unwrap_or_else(|| vec![Stat::Mean, Stat::Min, Stat::Max, Stat::Count]);
-            if stats.is_empty() {
-                return Err(whole("stats is empty".into()));
-            }
-            StepSpec::Window {
-                channels: selector(r.channels),
-                every,
-                stats,
-                grace: match &r.grace {
-                    Some(g) => humantime::parse_duration(&g.value)
-                        .map_err(|e| at(g, format!("grace {:?}: {e}", g.value)))?,
-                    None => Duration::from_secs(2),
-                },
-            }
-        }
-        StepRaw::Downsample(r) => StepSpec::Downsample {
+    match raw {
+        StepRaw::Scale(r) => step_scale(r),
+        StepRaw::Convert(r) => step_convert(r),
+        StepRaw::Rename(r) => step_rename(r),
+        StepRaw::Tag(r) => step_tag(r, here),
+        StepRaw::Filter(r) => step_filter(r),
+        StepRaw::Derive(r) => step_derive(r),
+        StepRaw::Deadband(r) => step_deadband(r, here),
+        StepRaw::Alarm(r) => step_alarm(r, here),
+        StepRaw::Window(r) => step_window(r, here),
+        StepRaw::Downsample(r) => Ok(StepSpec::Downsample {
             channels: selector(r.channels),
             every: duration(&r.every, "every")?,
-        },
-        StepRaw::Wasm(r) => {
-            let r = *r;
-            let d = WasmLimits::default();
-            let bytes =
-                |v: &Option<Spanned<String>>, default: u64, what: &str| -> Result<u64, StepErr> {
-                    match v {
-                        None => Ok(default),
-                        Some(s) => skygate_drivers::config::ByteSize::parse(&s.value)
-                            .map_err(|e| at(s, format!("{what}: {e}")))
-                            .and_then(|b| {
-                                if b == 0 {
-                                    Err(at(s, format!("{what} must be more than zero")))
-                                } else {
-                                    Ok(b)
-                                }
-                            }),
-                    }
-                };
-            let dead = r
-                .dead_letter_stream
-                .as_ref()
-                .map_or("deadletter".to_string(), |s| s.value.clone());
-            if let Some(s) = &r.dead_letter_stream {
-                validate_name(&s.value).map_err(|e| at(s, format!("dead_letter_stream: {e}")))?;
-            }
-            let limits = WasmLimits {
-                timeout: r
-                    .timeout
-                    .as_ref()
-                    .map(|t| duration(t, "timeout"))
-                    .transpose()?
-                    .unwrap_or(d.timeout),
-                max_memory: bytes(&r.max_memory, d.max_memory, "max_memory")?,
-                max_output_bytes: bytes(&r.max_output, d.max_output_bytes, "max_output")?,
-                max_output_per_input: r
-                    .max_output_per_input
-                    .as_ref()
-                    .map_or(d.max_output_per_input, |v| v.value),
-            };
-            StepSpec::Wasm {
-                channels: selector(r.channels),
-                module: PathBuf::from(&r.module.value),
-                module_at: (&r.module).into(),
-                // Filled in when the module file is read (`functions::load`).
-                sha256: String::new(),
-                limits,
-                dead_letter_stream: dead,
-            }
+        }),
+        StepRaw::Wasm(r) => step_wasm(r),
+    }
+}
+
+/// `scale`: a finite factor.
+fn step_scale(r: ScaleRaw) -> Result<StepSpec, StepErr> {
+    if let Some(f) = &r.factor
+        && !f.value.is_finite()
+    {
+        return Err(at(f, "factor must be a finite number"));
+    }
+    Ok(StepSpec::Scale {
+        channels: selector(r.channels),
+        factor: r.factor.map_or(1.0, |f| f.value),
+        offset: r.offset.unwrap_or(0.0),
+        unit: r.unit,
+    })
+}
+
+/// `convert`: units the table knows, and a conversion between them.
+fn step_convert(r: ConvertRaw) -> Result<StepSpec, StepErr> {
+    if let Some(from) = &r.from {
+        units::conversion(&from.value, &r.to.value).map_err(|e| at(from, e))?;
+    } else if !units::is_known(&r.to.value) {
+        return Err(at(
+            &r.to,
+            units::conversion(&r.to.value, &r.to.value).unwrap_err(),
+        ));
+    }
+    Ok(StepSpec::Convert {
+        channels: selector(r.channels),
+        from: r.from.map(|f| f.value),
+        to: r.to.value,
+    })
+}
+
+/// `rename`: a valid channel name.
+fn step_rename(r: RenameRaw) -> Result<StepSpec, StepErr> {
+    validate_name(&r.to.value).map_err(|e| at(&r.to, format!("new channel name: {e}")))?;
+    Ok(StepSpec::Rename {
+        channel: r.channel.value,
+        to: r.to.value,
+    })
+}
+
+/// `tag`: sets at least one thing, a valid source.
+fn step_tag(r: TagRaw, here: &Pos) -> Result<StepSpec, StepErr> {
+    let whole = |m: String| (Some(here.clone()), m);
+    if r.unit.is_none() && r.priority.is_none() && r.source.is_none() {
+        return Err(whole(
+            "tag sets nothing: give unit, priority or source".into(),
+        ));
+    }
+    if let Some(s) = &r.source {
+        validate_name(&s.value).map_err(|e| at(s, format!("source: {e}")))?;
+    }
+    Ok(StepSpec::Tag {
+        channels: selector(r.channels),
+        unit: r.unit,
+        priority: r.priority.as_ref().map(priority).transpose()?,
+        source: r.source.map(|s| s.value),
+    })
+}
+
+/// `filter`: an expression over the record variables only.
+fn step_filter(r: FilterRaw) -> Result<StepSpec, StepErr> {
+    let e = Expr::compile(&r.expr.value).map_err(|e| at(&r.expr, e))?;
+    if let Some(v) = e
+        .vars()
+        .iter()
+        .find(|v| !super::builtins::RECORD_VARS.contains(&v.as_str()))
+    {
+        return Err(at(
+            &r.expr,
+            format!(
+                "filter expression reads {v:?}; it can read {}",
+                super::builtins::RECORD_VARS.join(", ")
+            ),
+        ));
+    }
+    Ok(StepSpec::Filter {
+        channels: selector(r.channels),
+        expr: r.expr.value,
+    })
+}
+
+/// `derive`: an expression that reads channels, every named input used.
+fn step_derive(r: DeriveRaw) -> Result<StepSpec, StepErr> {
+    validate_name(&r.channel.value)
+        .map_err(|e| at(&r.channel, format!("derived channel name: {e}")))?;
+    let e = Expr::compile(&r.expr.value).map_err(|e| at(&r.expr, e))?;
+    if e.vars().is_empty() {
+        return Err(at(&r.expr, "the expression reads no channel"));
+    }
+    for (var, ch) in &r.inputs {
+        if !e.vars().contains(var) {
+            return Err(at(
+                ch,
+                format!("input {var:?} is not used by the expression"),
+            ));
         }
+    }
+    let inputs = e
+        .vars()
+        .iter()
+        .map(|v| {
+            let ch = r.inputs.get(v).map_or(v.clone(), |c| c.value.clone());
+            (v.clone(), ch)
+        })
+        .collect();
+    Ok(StepSpec::Derive {
+        channel: r.channel.value,
+        expr: r.expr.value,
+        unit: r.unit,
+        inputs,
+    })
+}
+
+/// `deadband`: abs and/or pct, neither negative.
+fn step_deadband(r: DeadbandRaw, here: &Pos) -> Result<StepSpec, StepErr> {
+    let whole = |m: String| (Some(here.clone()), m);
+    for v in [&r.abs, &r.pct].into_iter().flatten() {
+        if !(v.value.is_finite() && v.value >= 0.0) {
+            return Err(at(v, "must be a number of zero or more"));
+        }
+    }
+    if r.abs.is_none() && r.pct.is_none() {
+        return Err(whole("deadband needs abs or pct (or both)".into()));
+    }
+    Ok(StepSpec::Deadband {
+        channels: selector(r.channels),
+        abs: r.abs.map(|v| v.value),
+        pct: r.pct.map(|v| v.value),
+        max_silence: r
+            .max_silence
+            .as_ref()
+            .map(|d| duration(d, "max_silence"))
+            .transpose()?,
+    })
+}
+
+/// `alarm`: a threshold, hysteresis that keeps the two apart.
+fn step_alarm(r: AlarmRaw, here: &Pos) -> Result<StepSpec, StepErr> {
+    let whole = |m: String| (Some(here.clone()), m);
+    if r.above.is_none() && r.below.is_none() {
+        return Err(whole("alarm needs above or below (or both)".into()));
+    }
+    let hysteresis = r.hysteresis.as_ref().map_or(0.0, |h| h.value);
+    if let Some(h) = &r.hysteresis
+        && !(h.value.is_finite() && h.value >= 0.0)
+    {
+        return Err(at(h, "hysteresis must be zero or more"));
+    }
+    if let (Some(a), Some(b)) = (r.above, r.below)
+        && b + hysteresis >= a - hysteresis
+    {
+        return Err(whole(format!(
+            "below ({b}) plus hysteresis must stay under above ({a}) minus hysteresis"
+        )));
+    }
+    Ok(StepSpec::Alarm {
+        channels: selector(r.channels),
+        above: r.above,
+        below: r.below,
+        hysteresis,
+        priority: r.priority.as_ref().map(priority).transpose()?.unwrap_or(9),
+    })
+}
+
+/// `window`: a period, at least one statistic, a grace period.
+fn step_window(r: WindowRaw, here: &Pos) -> Result<StepSpec, StepErr> {
+    let whole = |m: String| (Some(here.clone()), m);
+    let every = duration(&r.every, "every")?;
+    let stats = r
+        .stats
+        .unwrap_or_else(|| vec![Stat::Mean, Stat::Min, Stat::Max, Stat::Count]);
+    if stats.is_empty() {
+        return Err(whole("stats is empty".into()));
+    }
+    Ok(StepSpec::Window {
+        channels: selector(r.channels),
+        every,
+        stats,
+        grace: match &r.grace {
+            Some(g) => humantime::parse_duration(&g.value)
+                .map_err(|e| at(g, format!("grace {:?}: {e}", g.value)))?,
+            None => Duration::from_secs(2),
+        },
+    })
+}
+
+/// `wasm`: the module, its limits and its dead-letter stream.
+fn step_wasm(r: Box<WasmRaw>) -> Result<StepSpec, StepErr> {
+    let r = *r;
+    let d = WasmLimits::default();
+    let bytes = |v: &Option<Spanned<String>>, default: u64, what: &str| -> Result<u64, StepErr> {
+        match v {
+            None => Ok(default),
+            Some(s) => skygate_drivers::config::ByteSize::parse(&s.value)
+                .map_err(|e| at(s, format!("{what}: {e}")))
+                .and_then(|b| {
+                    if b == 0 {
+                        Err(at(s, format!("{what} must be more than zero")))
+                    } else {
+                        Ok(b)
+                    }
+                }),
+        }
+    };
+    let dead = r
+        .dead_letter_stream
+        .as_ref()
+        .map_or("deadletter".to_string(), |s| s.value.clone());
+    if let Some(s) = &r.dead_letter_stream {
+        validate_name(&s.value).map_err(|e| at(s, format!("dead_letter_stream: {e}")))?;
+    }
+    let limits = WasmLimits {
+        timeout: r
+            .timeout
+            .as_ref()
+            .map(|t| duration(t, "timeout"))
+            .transpose()?
+            .unwrap_or(d.timeout),
+        max_memory: bytes(&r.max_memory, d.max_memory, "max_memory")?,
+        max_output_bytes: bytes(&r.max_output, d.max_output_bytes, "max_output")?,
+        max_output_per_input: r
+            .max_output_per_input
+            .as_ref()
+            .map_or(d.max_output_per_input, |v| v.value),
+    };
+    Ok(StepSpec::Wasm {
+        channels: selector(r.channels),
+        module: PathBuf::from(&r.module.value),
+        module_at: (&r.module).into(),
+        // Filled in when the module file is read (`functions::load`).
+        sha256: String::new(),
+        limits,
+        dead_letter_stream: dead,
     })
 }
 

@@ -136,6 +136,7 @@ impl WasmRuntime {
             .name("skygate-wasm-epoch".into())
             .spawn(move || {
                 while !s.load(Ordering::Relaxed) {
+                    #[allow(clippy::disallowed_methods, reason = "the WASM epoch ticker thread")]
                     std::thread::sleep(EPOCH_TICK);
                     e.increment_epoch();
                 }

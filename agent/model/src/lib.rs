@@ -41,6 +41,8 @@
 //! `first_seq`, `last_seq`, `count` (records lost; null when unknown), `first_ts`,
 //! `last_ts`, `reason`.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 /// The heartbeat's readings carry this as `source`; no driver may take the name.

@@ -7,7 +7,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use skygate_bsp::Board;
 use skygate_drivers::{BoxFuture, Driver, DriverContext, DriverError, Quality, Reading, Value};

@@ -6,6 +6,8 @@
 //! stays pending for the next start); close the buffer (final commit, WAL checkpoint).
 //! Every stage is bounded in time, so a stuck peer cannot keep the agent from stopping.
 
+#![forbid(unsafe_code)]
+
 mod drivers;
 mod heartbeat;
 mod ingest;
@@ -130,112 +132,18 @@ pub async fn start_with(
     board: Arc<dyn Board>,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, AgentError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| AgentError::DataDir {
-        path: data_dir.to_path_buf(),
-        source,
-    })?;
-    let dir = data_dir.to_path_buf();
-    let (audit, audit_guard) = tokio::task::spawn_blocking(move || Audit::open(&dir)).await??;
-    let (events_tx, mut events_rx) = mpsc::channel(256);
-    let opts = BufferOptions {
-        events: Some(events_tx),
-        dir: buffer_dir(data_dir),
-        settings: settings.buffer.clone(),
-        gateway_id: settings.gateway.id.clone(),
-        sinks: settings.sinks.keys().cloned().collect(),
-        routes: settings
-            .routes
-            .iter()
-            .map(|r| (r.streams.clone(), r.sinks.clone()))
-            .collect(),
-    };
-    let b = board.clone();
-    let (buffer, guard) = tokio::task::spawn_blocking(move || Buffer::open(opts, b)).await??;
-    if let Some(q) = &guard.report.quarantined {
-        tracing::error!(dir = %q.dir.display(), reason = %q.reason, salvaged = q.salvaged_records, "started on a fresh buffer after quarantine");
-        let detail = format!(
-            "{}; salvaged {} records; resumed at seq {}",
-            q.reason, q.salvaged_records, q.resumed_at_seq
-        );
-        audit
-            .record(AuditEvent::agent(
-                "buffer.quarantine",
-                &q.dir.display().to_string(),
-                "quarantined",
-                detail,
-            ))
-            .await;
-    }
-    audit
-        .record(AuditEvent::agent(
-            "agent.start",
-            &settings.gateway.id,
-            "ok",
-            format!("version {}", env!("CARGO_PKG_VERSION")),
-        ))
-        .await;
-    // Evictions reach the audit trail from here; ends when the buffer writer stops.
-    let evict_audit = audit.clone();
-    let events = tokio::spawn(async move {
-        while let Some(BufferEvent::Evicted(g)) = events_rx.recv().await {
-            let detail = format!(
-                "seqs {}..={}, {} records: {}",
-                g.first_seq,
-                g.last_seq,
-                g.count.unwrap_or(0),
-                g.reason
-            );
-            evict_audit
-                .record(AuditEvent::agent(
-                    "buffer.evict",
-                    &g.stream,
-                    "gap recorded",
-                    detail,
-                ))
-                .await;
-        }
-    });
-
-    // Build every sink before anything runs, so a sink that cannot be built leaves
-    // nothing half-started.
-    let mut built = Vec::new();
-    for s in settings.sinks.values() {
-        let sink = sinks::build(s, &settings.gateway.id, data_dir)?;
-        let id = buffer
-            .sink_id(&s.name)
-            .ok_or_else(|| BufferError::UnknownSink(s.name.clone()))?;
-        built.push((s, sink, id));
-    }
-
-    let sinks_stop = CancellationToken::new();
-    let sink_tasks = TaskTracker::new();
-
-    // Sinks first: they only read the buffer, and the heartbeat reports their state.
-    let mut sink_status = BTreeMap::new();
-    for (s, sink, id) in built {
-        let dead_letter = sinks::delivery::DeadLetter {
-            stream: Arc::from(s.common.dead_letter_stream.as_str()),
-            mask: Arc::new(dead_letter_mask(&settings, &buffer, &s.name, id).into()),
-            file: data_dir
-                .join("deadletter")
-                .join(format!("{}.ndjson", s.name)),
-            gateway: Arc::from(settings.gateway.id.as_str()),
-        };
-        let handle = sinks::delivery::spawn(
-            &sink_tasks,
-            sinks::delivery::SinkSpec {
-                name: s.name.clone(),
-                sink,
-                id,
-                buffer: buffer.clone(),
-                common: s.common.clone(),
-                dead_letter,
-                cancel: sinks_stop.clone(),
-            },
-        );
-        sink_status.insert(s.name.clone(), handle);
-    }
-    sink_tasks.close();
+    let Store {
+        audit,
+        audit_guard,
+        buffer,
+        guard,
+        events,
+    } = open_store(&settings, data_dir, &board).await?;
+    let Sinks {
+        stop: sinks_stop,
+        tasks: sink_tasks,
+        status: sink_status,
+    } = start_sinks(&settings, &buffer, data_dir)?;
 
     let view = IngestView::default();
     let functions = BuildCx::new(Some(data_dir.join("wasm-cache")));
@@ -325,7 +233,7 @@ pub async fn start_with(
         gateway: settings.gateway.id.clone(),
         site: settings.gateway.site.clone(),
         data_dir: data_dir.to_path_buf(),
-        started: std::time::Instant::now(),
+        started: tokio::time::Instant::now(),
         buffer: buffer.clone(),
         sinks: sink_status.clone(),
         ingest: Arc::new(view.clone()),
@@ -387,6 +295,152 @@ pub async fn start_with(
         power,
         stop,
         task,
+    })
+}
+
+/// The audit trail and the buffer, open, with the task that files the buffer's evictions
+/// in the audit trail.
+struct Store {
+    audit: Audit,
+    audit_guard: AuditGuard,
+    buffer: Buffer,
+    guard: BufferGuard,
+    events: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the data directory's audit trail and buffer (a quarantined buffer is audited).
+async fn open_store(
+    settings: &Settings,
+    data_dir: &Path,
+    board: &Arc<dyn Board>,
+) -> Result<Store, AgentError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| AgentError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let dir = data_dir.to_path_buf();
+    let (audit, audit_guard) = tokio::task::spawn_blocking(move || Audit::open(&dir)).await??;
+    let (events_tx, mut events_rx) = mpsc::channel(256);
+    let opts = BufferOptions {
+        events: Some(events_tx),
+        dir: buffer_dir(data_dir),
+        settings: settings.buffer.clone(),
+        gateway_id: settings.gateway.id.clone(),
+        sinks: settings.sinks.keys().cloned().collect(),
+        routes: settings
+            .routes
+            .iter()
+            .map(|r| (r.streams.clone(), r.sinks.clone()))
+            .collect(),
+    };
+    let b = board.clone();
+    let (buffer, guard) = tokio::task::spawn_blocking(move || Buffer::open(opts, b)).await??;
+    if let Some(q) = &guard.report.quarantined {
+        tracing::error!(dir = %q.dir.display(), reason = %q.reason, salvaged = q.salvaged_records, "started on a fresh buffer after quarantine");
+        let detail = format!(
+            "{}; salvaged {} records; resumed at seq {}",
+            q.reason, q.salvaged_records, q.resumed_at_seq
+        );
+        audit
+            .record(AuditEvent::agent(
+                "buffer.quarantine",
+                &q.dir.display().to_string(),
+                "quarantined",
+                detail,
+            ))
+            .await;
+    }
+    audit
+        .record(AuditEvent::agent(
+            "agent.start",
+            &settings.gateway.id,
+            "ok",
+            format!("version {}", env!("CARGO_PKG_VERSION")),
+        ))
+        .await;
+    // Evictions reach the audit trail from here; ends when the buffer writer stops.
+    let evict_audit = audit.clone();
+    let events = tokio::spawn(async move {
+        while let Some(BufferEvent::Evicted(g)) = events_rx.recv().await {
+            let detail = format!(
+                "seqs {}..={}, {} records: {}",
+                g.first_seq,
+                g.last_seq,
+                g.count.unwrap_or(0),
+                g.reason
+            );
+            evict_audit
+                .record(AuditEvent::agent(
+                    "buffer.evict",
+                    &g.stream,
+                    "gap recorded",
+                    detail,
+                ))
+                .await;
+        }
+    });
+    Ok(Store {
+        audit,
+        audit_guard,
+        buffer,
+        guard,
+        events,
+    })
+}
+
+/// The sinks' delivery tasks, running, and what stops them.
+struct Sinks {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    status: BTreeMap<String, sinks::delivery::SinkHandle>,
+}
+
+/// Builds every sink, then starts their delivery loops.
+fn start_sinks(settings: &Settings, buffer: &Buffer, data_dir: &Path) -> Result<Sinks, AgentError> {
+    // Build every sink before anything runs, so a sink that cannot be built leaves
+    // nothing half-started.
+    let mut built = Vec::new();
+    for s in settings.sinks.values() {
+        let sink = sinks::build(s, &settings.gateway.id, data_dir)?;
+        let id = buffer
+            .sink_id(&s.name)
+            .ok_or_else(|| BufferError::UnknownSink(s.name.clone()))?;
+        built.push((s, sink, id));
+    }
+
+    let sinks_stop = CancellationToken::new();
+    let sink_tasks = TaskTracker::new();
+
+    // Sinks first: they only read the buffer, and the heartbeat reports their state.
+    let mut sink_status = BTreeMap::new();
+    for (s, sink, id) in built {
+        let dead_letter = sinks::delivery::DeadLetter {
+            stream: Arc::from(s.common.dead_letter_stream.as_str()),
+            mask: Arc::new(dead_letter_mask(settings, buffer, &s.name, id).into()),
+            file: data_dir
+                .join("deadletter")
+                .join(format!("{}.ndjson", s.name)),
+            gateway: Arc::from(settings.gateway.id.as_str()),
+        };
+        let handle = sinks::delivery::spawn(
+            &sink_tasks,
+            sinks::delivery::SinkSpec {
+                name: s.name.clone(),
+                sink,
+                id,
+                buffer: buffer.clone(),
+                common: s.common.clone(),
+                dead_letter,
+                cancel: sinks_stop.clone(),
+            },
+        );
+        sink_status.insert(s.name.clone(), handle);
+    }
+    sink_tasks.close();
+    Ok(Sinks {
+        stop: sinks_stop,
+        tasks: sink_tasks,
+        status: sink_status,
     })
 }
 

@@ -3,6 +3,8 @@
 //! configurations from PEM files live with the drivers, `skygate_drivers::tls`, which need
 //! them too.)
 
+#![forbid(unsafe_code)]
+
 pub mod listener;
 pub mod secret;
 

@@ -139,14 +139,78 @@ enum Lane {
     Backfill,
 }
 
+/// The two lanes' cursors. The live lane reads above `live_cursor` (records committed
+/// after the boundary); the backfill lane reads `(backfill_cursor, boundary]`, the backlog.
+/// A cursor only moves past records the peer confirmed and the buffer acked.
+#[derive(Debug)]
+struct Lanes {
+    boundary: u64,
+    backfill_cursor: u64,
+    live_cursor: u64,
+    backfill_done: bool,
+    /// Records sent per lane, for `backfill_share`.
+    sent_live: u64,
+    sent_backfill: u64,
+}
+
+impl Lanes {
+    fn new(head: u64) -> Self {
+        Self {
+            boundary: head,
+            backfill_cursor: 0,
+            live_cursor: head,
+            backfill_done: false,
+            sent_live: 0,
+            sent_backfill: 0,
+        }
+    }
+
+    /// The range a lane reads next: `(after, upto]`.
+    fn range(&self, lane: Lane) -> (u64, u64) {
+        match lane {
+            Lane::Live => (self.live_cursor, u64::MAX),
+            Lane::Backfill => (self.backfill_cursor, self.boundary),
+        }
+    }
+
+    /// `n` records up to `last` delivered and acked in `lane`.
+    fn advance(&mut self, lane: Lane, last: u64, n: u64) {
+        match lane {
+            Lane::Live => {
+                self.live_cursor = last;
+                self.sent_live += n;
+            }
+            Lane::Backfill => {
+                self.backfill_cursor = last;
+                self.sent_backfill += n;
+            }
+        }
+    }
+
+    /// After an outage: everything committed up to `head` becomes backlog, behind the live
+    /// lane that starts above it.
+    fn reopen_backfill(&mut self, head: u64) {
+        self.boundary = head.max(self.boundary);
+        self.live_cursor = self.live_cursor.max(self.boundary);
+        self.backfill_done = false;
+    }
+}
+
+/// How sending one batch ended.
+#[derive(Debug)]
+enum Sent {
+    /// The peer confirmed it; `failed`: after at least one failed try (the link recovered).
+    Delivered { delivered: Delivered, failed: bool },
+    /// An operator paused the failing link: the batch stays pending.
+    Abandoned,
+    /// The task is stopping: the batch stays pending.
+    Stopping,
+}
+
 impl DeliveryTask {
     pub async fn run(mut self) {
         let mut head_rx = self.buffer.head();
-        let mut boundary = *head_rx.borrow_and_update();
-        let mut backfill_cursor = 0u64;
-        let mut live_cursor = boundary;
-        let mut backfill_done = false;
-        let (mut sent_live, mut sent_backfill) = (0u64, 0u64);
+        let mut lanes = Lanes::new(*head_rx.borrow_and_update());
         let mut backoff = Backoff::new(self.common.backoff_initial, self.common.backoff_max);
         let mut gaps_seen = u64::MAX;
         let mut live_ready_at: Option<Instant> = None;
@@ -154,6 +218,7 @@ impl DeliveryTask {
         let share = self.common.backfill_share;
         let mut throttle = self.common.max_bytes_per_sec.map(Throttle::new);
         let mut prefetched: Option<Prefetch> = None;
+        let boundary = lanes.boundary;
         self.status.send_modify(|s| s.backfill_boundary = boundary);
         tracing::info!(sink = %self.name, boundary, "delivery started");
 
@@ -180,7 +245,7 @@ impl DeliveryTask {
 
             let head = *head_rx.borrow_and_update();
             let live_ready = live_ready_at.is_none_or(|t| Instant::now() >= t);
-            let lane = if backfill_done {
+            let lane = if lanes.backfill_done {
                 // Only the live lane has work: let its young batch fill up first.
                 if let Some(t) = live_ready_at.filter(|_| !live_ready) {
                     tokio::select! {
@@ -190,18 +255,15 @@ impl DeliveryTask {
                     }
                 }
                 Lane::Live
-            } else if head > live_cursor
+            } else if head > lanes.live_cursor
                 && live_ready
-                && !backfill_turn(sent_backfill, sent_live, share)
+                && !backfill_turn(lanes.sent_backfill, lanes.sent_live, share)
             {
                 Lane::Live
             } else {
                 Lane::Backfill
             };
-            let (after, upto) = match lane {
-                Lane::Live => (live_cursor, u64::MAX),
-                Lane::Backfill => (backfill_cursor, boundary),
-            };
+            let (after, upto) = lanes.range(lane);
             let q = ReadQuery {
                 sink: self.id,
                 after,
@@ -230,14 +292,14 @@ impl DeliveryTask {
             if batch.is_empty() {
                 match lane {
                     Lane::Backfill => {
-                        backfill_done = true;
+                        lanes.backfill_done = true;
                         self.status.send_modify(|s| s.backfilling = false);
                         tracing::info!(sink = %self.name, "backfill complete");
                     }
                     Lane::Live => {
                         // Nothing pending for this sink up to `head` (what is there was
                         // routed elsewhere): move on and wait for the next commit.
-                        live_cursor = live_cursor.max(head);
+                        lanes.live_cursor = lanes.live_cursor.max(head);
                         tokio::select! {
                             _ = self.cancel.cancelled() => break,
                             changed = head_rx.changed() => if changed.is_err() { break },
@@ -271,7 +333,7 @@ impl DeliveryTask {
             // Draining a backlog: read the next batch while this one is on its way, so the
             // buffer read overlaps the peer's round trip. Used only if the next round asks
             // for exactly that range (a failure moves the boundary, and it is dropped).
-            if lane == Lane::Backfill && last < boundary {
+            if lane == Lane::Backfill && last < lanes.boundary {
                 let (buffer, q) = (self.buffer.clone(), ReadQuery { after: last, ..q });
                 prefetched = Some(Prefetch {
                     after: last,
@@ -279,42 +341,21 @@ impl DeliveryTask {
                     read: tokio::spawn(async move { buffer.read(q).await }),
                 });
             }
-            let mut failed = false;
-            let mut abandoned = false;
-            let delivered = loop {
-                match self.sink.deliver(batch.clone()).await {
-                    Ok(d) => break d,
-                    Err(e) => {
-                        failed = true;
-                        self.note_failure(&e, &backoff);
-                        let woke = tokio::select! {
-                            _ = self.cancel.cancelled() => None,
-                            _ = tokio::time::sleep(backoff.next_delay()) => Some(()),
-                            _ = self.control.changed() => Some(()),
-                        };
-                        if woke.is_none() {
-                            // Stopping: the batch stays pending for the next start.
-                            self.status.send_modify(|s| s.state = LinkState::Stopped);
-                            return;
-                        }
-                        if self.control.borrow().paused {
-                            // An operator paused a failing link: stop retrying. The batch
-                            // stays pending (cursor unchanged) and is read again on resume.
-                            abandoned = true;
-                            break Delivered::default();
-                        }
-                    }
+            let (delivered, failed) = match self.send(&batch, &mut backoff).await {
+                Sent::Delivered { delivered, failed } => (delivered, failed),
+                Sent::Abandoned => continue,
+                Sent::Stopping => {
+                    // The batch stays pending for the next start.
+                    self.status.send_modify(|s| s.state = LinkState::Stopped);
+                    return;
                 }
             };
-            if abandoned {
-                continue;
-            }
             if !delivered.rejected.is_empty()
                 && let Err(e) = self.set_aside(&batch, &delivered.rejected).await
             {
                 // Not acked: the batch is sent again, and set aside again, later.
                 tracing::error!(sink = %self.name, error = %e, "cannot set refused records aside");
-                self.note_failure(&SinkError::Transient(e), &backoff);
+                self.note_failure(&SinkError::transient_msg(e), &backoff);
                 if !self.sleep(backoff.next_delay()).await {
                     break;
                 }
@@ -325,27 +366,9 @@ impl DeliveryTask {
                 break;
             }
             tracing::debug!(sink = %self.name, ?lane, first, last, records = batch.len(), "delivered");
-            match lane {
-                Lane::Live => {
-                    live_cursor = last;
-                    sent_live += batch.len() as u64;
-                }
-                Lane::Backfill => {
-                    backfill_cursor = last;
-                    sent_backfill += batch.len() as u64;
-                }
-            }
+            lanes.advance(lane, last, batch.len() as u64);
             backoff.reset();
-            let n = batch.len() as u64;
-            let dead = delivered.rejected.len() as u64;
-            self.status.send_modify(|s| {
-                s.state = LinkState::Connected;
-                s.consecutive_failures = 0;
-                s.delivered_records += n - dead;
-                s.delivered_batches += 1;
-                s.bytes_sent += delivered.bytes;
-                s.dead_lettered += dead;
-            });
+            self.note_delivered(batch.len() as u64, &delivered);
             if let Some(t) = throttle.as_mut() {
                 let wait = t.charge(delivered.bytes);
                 if !wait.is_zero() && !self.sleep(wait).await {
@@ -360,9 +383,8 @@ impl DeliveryTask {
                 if self.buffer.sync().await.is_err() {
                     break;
                 }
-                boundary = self.buffer.head().borrow().to_owned().max(boundary);
-                live_cursor = live_cursor.max(boundary);
-                backfill_done = false;
+                lanes.reopen_backfill(*self.buffer.head().borrow());
+                let boundary = lanes.boundary;
                 self.status.send_modify(|s| {
                     s.backfilling = true;
                     s.backfill_boundary = boundary;
@@ -372,6 +394,46 @@ impl DeliveryTask {
         }
         self.status.send_modify(|s| s.state = LinkState::Stopped);
         tracing::info!(sink = %self.name, "delivery stopped");
+    }
+
+    /// Sends one batch until the peer takes it, backing off between tries; gives up when
+    /// stopping, or when an operator pauses a failing link (the batch stays pending:
+    /// its cursor has not moved, so it is read again).
+    async fn send(&mut self, batch: &Batch, backoff: &mut Backoff) -> Sent {
+        let mut failed = false;
+        loop {
+            match self.sink.deliver(batch.clone()).await {
+                Ok(delivered) => return Sent::Delivered { delivered, failed },
+                Err(e) => {
+                    failed = true;
+                    self.note_failure(&e, backoff);
+                    let woke = tokio::select! {
+                        _ = self.cancel.cancelled() => false,
+                        _ = tokio::time::sleep(backoff.next_delay()) => true,
+                        _ = self.control.changed() => true,
+                    };
+                    if !woke {
+                        return Sent::Stopping;
+                    }
+                    if self.control.borrow().paused {
+                        return Sent::Abandoned;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A batch of `n` records confirmed (some of them perhaps refused and set aside).
+    fn note_delivered(&self, n: u64, delivered: &Delivered) {
+        let dead = delivered.rejected.len() as u64;
+        self.status.send_modify(|s| {
+            s.state = LinkState::Connected;
+            s.consecutive_failures = 0;
+            s.delivered_records += n - dead;
+            s.delivered_batches += 1;
+            s.bytes_sent += delivered.bytes;
+            s.dead_lettered += dead;
+        });
     }
 
     /// Delivers pending gap markers; `None` when cancelled.
@@ -413,7 +475,7 @@ impl DeliveryTask {
             tracing::warn!(sink = %self.name, error = %e, failures, "delivery failed; backing off");
         }
         let msg = e.to_string();
-        let state = if failures >= FAILING_AFTER || matches!(e, SinkError::Permanent(_)) {
+        let state = if failures >= FAILING_AFTER || e.is_permanent() {
             LinkState::Failing
         } else {
             LinkState::BackingOff
@@ -601,7 +663,7 @@ mod lane_tests {
         fn deliver(&mut self, batch: Batch) -> SinkFuture<'_, Delivered> {
             Box::pin(async move {
                 if self.down.load(Ordering::Relaxed) {
-                    return Err(SinkError::Transient("peer unreachable".into()));
+                    return Err(SinkError::transient_msg("peer unreachable"));
                 }
                 let mut d = Delivered {
                     bytes: 100 * batch.len() as u64,
@@ -863,7 +925,10 @@ mod lane_tests {
     }
 
     /// Up to 100 records still pending for `sink`.
+    /// What is still pending for `sink`, once every ack queued so far is committed (an ack
+    /// returns when the writer has it, not when it is applied).
     async fn pending_for(buffer: &Buffer, sink: SinkId) -> Vec<Record> {
+        buffer.sync().await.expect("sync");
         buffer
             .read(ReadQuery {
                 sink,
@@ -1018,7 +1083,7 @@ mod lane_tests {
         let cancel = CancellationToken::new();
         let mut c = common();
         c.max_bytes_per_sec = Some(10_000);
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let h = spawn(
             &tracker,
             spec(

@@ -6,6 +6,8 @@
 //! every sink gets the buffer's guarantees the same way, and a sink kind is a small module
 //! under `sinks/<kind>/`.
 
+#![forbid(unsafe_code)]
+
 pub mod bucket;
 pub mod delivery;
 #[cfg(feature = "kafka")]
@@ -27,17 +29,86 @@ pub type SinkFuture<'a, T = ()> = Pin<Box<dyn Future<Output = Result<T, SinkErro
 /// A batch: records of one lane, in seq order, shared with blocking encoders.
 pub type Batch = Arc<[Record]>;
 
+/// What went wrong underneath a sink error, kept typed (the status snapshot and the log
+/// share one error, hence `Arc`).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// A failed delivery or setup. The message says what was being done (`bucket s3://x`,
+/// `broker host:8883`); the cause, when there is one, is the library's own error, shown
+/// after the message (the control API's `last_error` is one line) and given by
+/// [`std::error::Error::source`] to code that tells causes apart.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
     /// Worth retrying: peer unreachable, timeout, throttled, 5xx.
-    #[error("{0}")]
-    Transient(String),
+    #[error("{}", joined(.context, .cause.as_ref()))]
+    Transient {
+        context: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// Retrying the same batch will not help by itself (the peer refuses the whole batch:
     /// bad credentials, a missing bucket); it is still retried with backoff, because an
     /// operator can fix the cause, and the link shows as failing. Records the peer refuses
     /// one by one are [`Delivered::rejected`] instead.
-    #[error("{0}")]
-    Permanent(String),
+    #[error("{}", joined(.context, .cause.as_ref()))]
+    Permanent {
+        context: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl SinkError {
+    /// A transient error: `context` (what was being done) failed with `cause`.
+    pub fn transient(
+        context: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Transient {
+            context: context.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// A permanent error: `context` (what was being done) failed with `cause`.
+    pub fn permanent(
+        context: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Permanent {
+            context: context.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// A transient error that is its own cause (a timeout, a peer's refusal code).
+    pub fn transient_msg(msg: impl Into<String>) -> Self {
+        Self::Transient {
+            context: msg.into(),
+            cause: None,
+        }
+    }
+
+    /// A permanent error that is its own cause (a malformed credentials file line).
+    pub fn permanent_msg(msg: impl Into<String>) -> Self {
+        Self::Permanent {
+            context: msg.into(),
+            cause: None,
+        }
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Permanent { .. })
+    }
+}
+
+/// `context: cause`, or either alone.
+fn joined(context: &str, cause: Option<&Cause>) -> String {
+    match cause {
+        Some(c) if context.is_empty() => c.to_string(),
+        Some(c) => format!("{context}: {c}"),
+        None => context.to_string(),
+    }
 }
 
 /// What the peer confirmed of a batch.

@@ -154,7 +154,7 @@ fn run_file(
             Vec::new(),
             skygate_functions::builtins::StepErrors::default(),
         );
-        let start = std::time::Instant::now();
+        let start = tokio::time::Instant::now();
         skygate_functions::builtins::Step::run(&mut step, &mut input, &mut out, &mut errors);
         busy += start.elapsed();
         calls += 1;

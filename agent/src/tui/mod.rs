@@ -15,7 +15,9 @@ mod ui;
 mod tests;
 
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
 

@@ -2,6 +2,8 @@
 //! glob patterns, names, errors with source positions, a bandwidth throttle, TLS
 //! configurations from PEM files.
 
+#![forbid(unsafe_code)]
+
 pub mod backoff;
 pub mod fs;
 pub mod glob;

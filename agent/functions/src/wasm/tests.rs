@@ -3,7 +3,9 @@
 //! to end in `tests/tests/wasm.rs`.)
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use skygate_drivers::{Quality, Value};
 

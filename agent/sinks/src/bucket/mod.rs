@@ -98,8 +98,8 @@ impl BucketSink {
                         .map_err(|e| format!("bucket directory {}: {e}", dir.display()))
                 })
                 .await
-                .map_err(|e| SinkError::Transient(format!("open task: {e}")))?
-                .map_err(SinkError::Transient)?;
+                .map_err(|e| SinkError::transient("open task", e))?
+                .map_err(SinkError::transient_msg)?;
                 Arc::new(fs)
             }
             BucketTarget::Cloud(c) => open_cloud(c).await?,
@@ -123,7 +123,7 @@ impl BucketSink {
     /// Writes one object: in one request, or as a multipart upload when it is large.
     async fn put(&mut self, store: &Arc<dyn ObjectStore>, o: Object) -> Result<(), SinkError> {
         let path = ObjectPath::parse(&o.key)
-            .map_err(|e| SinkError::Permanent(format!("key {}: {e}", o.key)))?;
+            .map_err(|e| SinkError::permanent(format!("key {}", o.key), e))?;
         // The local directory cannot keep attributes; cloud stores can.
         let attributes = if self.cloud() {
             o.attributes
@@ -178,9 +178,9 @@ async fn open_cloud(c: &CloudBucket) -> Result<Arc<dyn ObjectStore>, SinkError> 
     if let Some(ca) = &c.ca_cert {
         let pem = tokio::fs::read(ca)
             .await
-            .map_err(|e| SinkError::Permanent(format!("ca_cert {}: {e}", ca.display())))?;
+            .map_err(|e| SinkError::permanent(format!("ca_cert {}", ca.display()), e))?;
         let certs = object_store::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| SinkError::Permanent(format!("ca_cert {}: {e}", ca.display())))?;
+            .map_err(|e| SinkError::permanent(format!("ca_cert {}", ca.display()), e))?;
         for cert in certs {
             options = options.with_root_certificate(cert);
         }
@@ -236,7 +236,7 @@ async fn open_cloud(c: &CloudBucket) -> Result<Arc<dyn ObjectStore>, SinkError> 
                 .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
         }
     };
-    built.map_err(|e| SinkError::Permanent(format!("bucket {}: {e}", c.url)))
+    built.map_err(|e| SinkError::permanent(format!("bucket {}", c.url), e))
 }
 
 /// Applies the credentials file's settings to a store builder; an unknown key is an error
@@ -250,9 +250,9 @@ where
     K: std::str::FromStr<Err = object_store::Error>,
 {
     for (k, v) in credentials {
-        let key = k.parse().map_err(|e| {
-            SinkError::Permanent(format!("credentials file: unknown key {k:?}: {e}"))
-        })?;
+        let key = k
+            .parse()
+            .map_err(|e| SinkError::permanent(format!("credentials file: unknown key {k:?}"), e))?;
         builder = set(builder, key, v);
     }
     Ok(builder)
@@ -263,7 +263,7 @@ where
 async fn read_credentials(path: &Path) -> Result<Vec<(String, String)>, SinkError> {
     let text = tokio::fs::read_to_string(path)
         .await
-        .map_err(|e| SinkError::Permanent(format!("credentials file {}: {e}", path.display())))?;
+        .map_err(|e| SinkError::permanent(format!("credentials file {}", path.display()), e))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -271,7 +271,7 @@ async fn read_credentials(path: &Path) -> Result<Vec<(String, String)>, SinkErro
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
-            return Err(SinkError::Permanent(format!(
+            return Err(SinkError::permanent_msg(format!(
                 "credentials file {}: line {} is not `key = value`",
                 path.display(),
                 i + 1
@@ -351,8 +351,8 @@ fn encode_batch(
         }
         let first = recs[0].seq;
         let last = recs[recs.len() - 1].seq;
-        let data = zstd::bulk::compress(&ndjson, level)
-            .map_err(|e| SinkError::Permanent(format!("zstd: {e}")))?;
+        let data =
+            zstd::bulk::compress(&ndjson, level).map_err(|e| SinkError::permanent("zstd", e))?;
         docs.push(Object {
             key: format!("{dir}/{first:020}-{last:020}.ndjson.zst"),
             data: data.into(),
@@ -387,15 +387,15 @@ fn extension(content_type: &str) -> &'static str {
 /// still retried, but the link shows as failing at once.
 fn classify(location: &str, e: object_store::Error) -> SinkError {
     use object_store::Error as E;
-    let msg = format!("bucket {location}: {e}");
+    let context = format!("bucket {location}");
     match e {
         E::InvalidPath { .. }
         | E::NotSupported { .. }
         | E::NotImplemented { .. }
         | E::PermissionDenied { .. }
         | E::Unauthenticated { .. }
-        | E::NotFound { .. } => SinkError::Permanent(msg),
-        _ => SinkError::Transient(msg),
+        | E::NotFound { .. } => SinkError::permanent(context, e),
+        _ => SinkError::transient(context, e),
     }
 }
 
@@ -410,7 +410,7 @@ impl Sink for BucketSink {
             let objects =
                 tokio::task::spawn_blocking(move || encode_batch(&batch, &base, &gateway, level))
                     .await
-                    .map_err(|e| SinkError::Transient(format!("encoder task: {e}")))??;
+                    .map_err(|e| SinkError::transient("encoder task", e))??;
             let mut bytes = 0;
             for o in objects {
                 bytes += (o.data.len() + o.key.len()) as u64;

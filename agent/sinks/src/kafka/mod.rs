@@ -135,10 +135,10 @@ impl KafkaSink {
         let p = tokio::task::spawn_blocking(move || {
             client_config(&settings)?
                 .create_with_context::<_, Producer_>(context)
-                .map_err(|e| SinkError::Permanent(format!("cannot create Kafka producer: {e}")))
+                .map_err(|e| SinkError::permanent("cannot create Kafka producer", e))
         })
         .await
-        .map_err(|e| SinkError::Transient(format!("producer task: {e}")))??;
+        .map_err(|e| SinkError::transient("producer task", e))??;
         self.producer = Some(p.clone());
         Ok(p)
     }
@@ -193,7 +193,7 @@ pub fn client_config(s: &KafkaSinkSettings) -> Result<ClientConfig, SinkError> {
         let files = t.ca.iter().chain(t.client.iter().flat_map(|(c, k)| [c, k]));
         for f in files {
             std::fs::File::open(f)
-                .map_err(|e| SinkError::Transient(format!("TLS: {}: {e}", f.display())))?;
+                .map_err(|e| SinkError::transient(format!("TLS: {}", f.display()), e))?;
         }
         if let Some(ca) = &t.ca {
             c.set("ssl.ca.location", ca.display().to_string());
@@ -205,7 +205,7 @@ pub fn client_config(s: &KafkaSinkSettings) -> Result<ClientConfig, SinkError> {
     }
     if let Some(sasl) = &s.sasl {
         let password = Secret::from_password_file(&sasl.password_file)
-            .map_err(|e| SinkError::Transient(e.to_string()))?;
+            .map_err(|e| SinkError::transient("", e))?;
         c.set("sasl.mechanism", sasl.mechanism)
             .set("sasl.username", &sasl.username)
             .set("sasl.password", password.expose());
@@ -324,7 +324,7 @@ fn enqueue(
     key: &str,
     value: &[u8],
     headers: OwnedHeaders,
-    give_up: std::time::Instant,
+    give_up: tokio::time::Instant,
 ) -> Result<DeliveryFuture, KafkaError> {
     let mut record = FutureRecord::to(topic)
         .key(key)
@@ -334,9 +334,13 @@ fn enqueue(
         match producer.send_result(record) {
             Ok(f) => return Ok(f),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
-                if std::time::Instant::now() < give_up =>
+                if tokio::time::Instant::now() < give_up =>
             {
                 record = r;
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "runs in spawn_blocking: librdkafka's queue is full, wait for it to drain"
+                )]
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err((e, _)) => return Err(e),
@@ -362,7 +366,7 @@ impl Sink for KafkaSink {
             // Encoding and enqueueing are CPU work and may wait on a full queue: off the runtime.
             let (sent, mut rejected, bytes, enqueue_err) = tokio::task::spawn_blocking(move || {
                 let msgs = encode(&batch_b, &gateway, &settings, partial.as_ref());
-                let give_up = std::time::Instant::now() + timeout;
+                let give_up = tokio::time::Instant::now() + timeout;
                 let mut sent = Vec::with_capacity(msgs.len());
                 let mut rejected = partial.map(|p| p.rejected).unwrap_or_default();
                 let mut bytes = 0u64;
@@ -383,7 +387,7 @@ impl Sink for KafkaSink {
                 (sent, rejected, bytes, None)
             })
             .await
-            .map_err(|e| SinkError::Transient(format!("encoder task: {e}")))?;
+            .map_err(|e| SinkError::transient("encoder task", e))?;
 
             // Every confirmation (or final refusal), in enqueue order.
             let mut failed_from: HashMap<Arc<str>, u64> = HashMap::new();
@@ -424,7 +428,7 @@ impl Sink for KafkaSink {
                     confirmed_upto,
                     rejected,
                 });
-                return Err(SinkError::Transient(format!("Kafka: {msg}")));
+                return Err(SinkError::transient_msg(format!("Kafka: {msg}")));
             }
             rejected.sort_by_key(|r| r.seq);
             Ok(Delivered { bytes, rejected })
@@ -442,12 +446,12 @@ impl Sink for KafkaSink {
             let seq = gap.first_seq.to_string();
             let schema = NDJSON_SCHEMA_VERSION.to_string();
             let h = headers(&self.gateway, &seq, stream, "", "gap", &schema);
-            let give_up = std::time::Instant::now() + self.settings.delivery_timeout;
+            let give_up = tokio::time::Instant::now() + self.settings.delivery_timeout;
             let f = {
                 let p = producer.clone();
                 tokio::task::spawn_blocking(move || enqueue(&p, &topic, &key, &value, h, give_up))
                     .await
-                    .map_err(|e| SinkError::Transient(format!("gap task: {e}")))?
+                    .map_err(|e| SinkError::transient("gap task", e))?
             };
             let result = match f {
                 Ok(f) => match f.await {
@@ -457,7 +461,7 @@ impl Sink for KafkaSink {
                 },
                 Err(e) => e,
             };
-            Err(SinkError::Transient(format!(
+            Err(SinkError::transient_msg(format!(
                 "Kafka gap marker: {}",
                 self.explain(&result)
             )))

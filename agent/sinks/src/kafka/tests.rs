@@ -61,8 +61,8 @@ fn consume(brokers: &str, topics: &[&str], want: usize) -> Vec<(String, u64)> {
         .expect("consumer");
     consumer.subscribe(topics).expect("subscribe");
     let mut got = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while got.len() < want && std::time::Instant::now() < deadline {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while got.len() < want && tokio::time::Instant::now() < deadline {
         let Some(m) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
@@ -259,10 +259,10 @@ async fn a_gap_marker_goes_to_its_streams_topic_as_a_gap() {
         .create()
         .expect("consumer");
     consumer.subscribe(&["skygate.wx"]).expect("subscribe");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let m = loop {
         assert!(
-            std::time::Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "no gap marker consumed"
         );
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {

@@ -113,8 +113,8 @@ impl MqttSink {
                 Ok((password, tls))
             })
             .await
-            .map_err(|e| SinkError::Transient(format!("setup task: {e}")))?
-            .map_err(SinkError::Permanent)?;
+            .map_err(|e| SinkError::transient("setup task", e))?
+            .map_err(SinkError::permanent_msg)?;
             if let Some(user) = &s.username {
                 opts.set_credentials(
                     user.clone(),
@@ -144,10 +144,10 @@ impl MqttSink {
                     *self.conn() = Some((client, events));
                 }
                 Ok(Err(e)) => {
-                    return Err(SinkError::Transient(format!("{}: {e}", self.broker())));
+                    return Err(SinkError::transient(self.broker(), e));
                 }
                 Err(_) => {
-                    return Err(SinkError::Transient(format!(
+                    return Err(SinkError::transient_msg(format!(
                         "{}: no CONNACK within {CONNECT_TIMEOUT:?}",
                         self.broker()
                     )));
@@ -176,7 +176,7 @@ impl MqttSink {
                     let (topic, payload) = msgs.next().expect("counted");
                     client
                         .try_publish(topic, QoS::AtLeastOnce, false, payload)
-                        .map_err(|e| SinkError::Transient(format!("{broker}: {e}")))?;
+                        .map_err(|e| SinkError::transient(broker.to_string(), e))?;
                     queued += 1;
                 }
                 if acked == total {
@@ -184,11 +184,11 @@ impl MqttSink {
                 }
                 match tokio::time::timeout(ack_timeout, events.poll()).await {
                     Err(_) => {
-                        return Err(SinkError::Transient(format!(
+                        return Err(SinkError::transient_msg(format!(
                             "{broker}: no PUBACK for {ack_timeout:?} ({acked} of {total} acknowledged)"
                         )));
                     }
-                    Ok(Err(e)) => return Err(SinkError::Transient(format!("{broker}: {e}"))),
+                    Ok(Err(e)) => return Err(SinkError::transient(broker.to_string(), e)),
                     Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
                         waiting.insert(pkid);
                     }
@@ -242,7 +242,7 @@ impl Sink for MqttSink {
                 (msgs, rejected, bytes)
             })
             .await
-            .map_err(|e| SinkError::Transient(format!("encoder task: {e}")))?;
+            .map_err(|e| SinkError::transient("encoder task", e))?;
             self.publish_all(msgs).await?;
             Ok(Delivered { bytes, rejected })
         })
@@ -289,12 +289,16 @@ mod tests {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("mosquitto (Debian mosquitto; scripts/setup installs it)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
-                std::time::Instant::now() < deadline,
+                tokio::time::Instant::now() < deadline,
                 "mosquitto did not listen"
             );
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "a test helper waiting for mosquitto, off any runtime"
+            )]
             std::thread::sleep(Duration::from_millis(50));
         }
         Mosquitto(child, port)
