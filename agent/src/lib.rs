@@ -15,7 +15,10 @@
 //! - [`pipeline`]: wiring and orderly shutdown.
 //! - [`sinks`]: delivery loop and sink kinds.
 //! - [`control`]: the control API (Unix socket, TLS), metrics and health.
-//! - [`cli`]: the `skygate` command line; [`tui`]: the service terminal UI.
+//! - [`audit`], [`security`], [`util`]: the audit trail; secrets and the TLS listener;
+//!   small shared pieces (durable writes, backoff, globs, names, source-positioned errors).
+//! - [`cli`]: the `skygate` command line; [`tui`]: the service terminal UI; [`logging`]:
+//!   human (colour on a terminal only) or JSON log lines.
 //!
 //! The components are re-exported under their old module paths, so the end-to-end tests,
 //! the benchmarks and the fuzz targets name one crate.
